@@ -1,0 +1,3 @@
+from anklume.cli import main
+
+main()

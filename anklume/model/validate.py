@@ -1,0 +1,141 @@
+"""Cross-field rules of ``infra.yml``: the original's, and the ones it lacked.
+
+Pure: no I/O.  Every problem goes into the context; nothing stops at the first.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from anklume.model.convert import Context
+from anklume.model.schema import Infra
+from anklume.model.names import (ANSIBLE_VAR_RE, DEVICE_RE, DOMAIN_RE, MACHINE_RE, PROFILE_RE,
+                                 ROLE_RE, check_model_ref, parse_image_ref)
+
+IFNAMSIZ = 15  # Linux interface names: at most 15 characters
+
+
+def validate_infra(infra: Infra, ctx: Context) -> None:
+    base = _base_subnet(infra, ctx)
+    _image(infra.global_.default_os_image, ("global", "default_os_image"), ctx)
+    subnet_owner: dict[int, str] = {}
+    machine_owner: dict[str, str] = {}
+    ip_owner: dict[str, str] = {}
+    for dname, domain in infra.domains.items():
+        dpath = ("domains", dname)
+        if not DOMAIN_RE.match(dname):
+            ctx.add(dpath, f"Domain '{dname}': invalid name (lowercase alphanumeric + hyphen)",
+                    "use lowercase letters, digits and inner hyphens, e.g. 'homelab'")
+        elif len(f"net-{dname}") > IFNAMSIZ:
+            ctx.add(dpath, f"Domain '{dname}': name too long: the bridge 'net-{dname}' would have "
+                           f"{len(dname) + 4} characters, Linux allows {IFNAMSIZ}",
+                    f"use a domain name of at most {IFNAMSIZ - 4} characters")
+        if domain.subnet_id in subnet_owner:
+            ctx.add(dpath + ("subnet_id",), f"Domain '{dname}': subnet_id {domain.subnet_id} already "
+                                            f"used by '{subnet_owner[domain.subnet_id]}'",
+                    "give each domain its own subnet_id (0-254)")
+        else:
+            subnet_owner[domain.subnet_id] = dname
+        profiles = domain.profiles or {}
+        for pname, profile in profiles.items():
+            ppath = dpath + ("profiles", pname)
+            if not PROFILE_RE.match(pname):
+                ctx.add(ppath, f"invalid profile name '{pname}'", "letters, digits, '-', '_' and '.'")
+            for dev in (profile.get("devices") or {}):
+                if not DEVICE_RE.match(dev):
+                    ctx.add(ppath + ("devices", dev), f"invalid device name '{dev}'")
+        network = None
+        if base is not None:
+            network = ipaddress.IPv4Network(f"{base}.{domain.subnet_id}.0/24")
+        for mname, machine in (domain.machines or {}).items():
+            mpath = dpath + ("machines", mname)
+            if not MACHINE_RE.match(mname):
+                ctx.add(mpath, f"Machine '{mname}': invalid name",
+                        "1-63 characters: lowercase letters, digits and inner hyphens, starting with a letter")
+            if mname in machine_owner:
+                ctx.add(mpath, f"Machine '{mname}': duplicate (already in '{machine_owner[mname]}')",
+                        "machine names are global: rename one of them")
+            else:
+                machine_owner[mname] = dname
+            if machine.ip is not None:
+                _ip(mname, machine.ip, network, mpath + ("ip",), ip_owner, ctx)
+            for i, prof in enumerate(machine.profiles or []):
+                if prof != "default" and prof not in profiles:
+                    ctx.add(mpath + ("profiles", i), f"Machine '{mname}': profile '{prof}' not defined "
+                                                     f"in domain '{dname}'",
+                            f"define it under domains.{dname}.profiles, or use 'default'")
+            for i, role in enumerate(machine.roles or []):
+                if not ROLE_RE.match(role):
+                    ctx.add(mpath + ("roles", i), f"invalid role name '{role}'",
+                            "an Ansible role name: letters, digits, '_' (and '.' for collections)")
+            for dev in (machine.devices or {}):
+                if not DEVICE_RE.match(dev):
+                    ctx.add(mpath + ("devices", dev), f"invalid device name '{dev}'")
+            for vname, vol in (machine.storage_volumes or {}).items():
+                vpath = mpath + ("storage_volumes", vname)
+                if not DEVICE_RE.match(vname):
+                    ctx.add(vpath, f"invalid storage volume name '{vname}'")
+                if not str(vol.get("path", "")).startswith("/"):
+                    ctx.add(vpath + ("path",), "the mount path must be absolute", "e.g. /root/.ollama")
+            _image(machine.os_image, mpath + ("os_image",), ctx)
+            for i, ref in enumerate(machine.models or []):
+                error = check_model_ref(ref)
+                if error:
+                    ctx.add(mpath + ("models", i), f"invalid model reference '{ref}': {error}",
+                            "e.g. 'llama3.2:3b' or 'registry.example.org/team/model:tag'")
+            if len(set(machine.models or [])) != len(machine.models or []):
+                ctx.add(mpath + ("models",), "the same model is listed twice")
+            for var in (machine.vars or {}):
+                if not ANSIBLE_VAR_RE.match(str(var)):
+                    ctx.add(mpath + ("vars", var), f"'{var}' is not a valid Ansible variable name",
+                            "letters, digits and '_', not starting with a digit")
+                elif var.startswith("instance_") or var.startswith("anklume_"):
+                    ctx.add(mpath + ("vars", var), f"'{var}' is reserved for the generated variables",
+                            "choose a name that does not start with 'instance_' or 'anklume_'")
+
+
+def _base_subnet(infra: Infra, ctx: Context) -> str | None:
+    base = infra.global_.base_subnet
+    parts = base.split(".")
+    if len(parts) != 2 or not all(p.isdigit() and str(int(p)) == p and int(p) <= 255 for p in parts):
+        ctx.add(("global", "base_subnet"), f"expected the first two octets of an IPv4 network "
+                                           f"like '10.100', got {base!r}")
+        return None
+    return base
+
+
+def _ip(mname: str, ip: str, network: ipaddress.IPv4Network | None, path, owners: dict[str, str],
+        ctx: Context) -> None:
+    try:
+        addr = ipaddress.IPv4Address(ip)
+    except ValueError:
+        ctx.add(path, f"Machine '{mname}': '{ip}' is not an IPv4 address",
+                "four numbers 0-255 separated by dots, e.g. 10.100.1.10")
+        return
+    if ip in owners:
+        ctx.add(path, f"Machine '{mname}': IP {ip} already used by '{owners[ip]}'")
+    else:
+        owners[ip] = mname
+    if network is None:
+        return
+    if addr not in network:
+        ctx.add(path, f"Machine '{mname}': IP {ip} not in subnet {network}",
+                f"use an address from {network.network_address + 1} to {network.network_address + 253}")
+    elif addr == network.network_address:
+        ctx.add(path, f"Machine '{mname}': IP {ip} is the network address of {network}")
+    elif addr == network.broadcast_address:
+        ctx.add(path, f"Machine '{mname}': IP {ip} is the broadcast address of {network}")
+    elif addr == network.network_address + 254:
+        ctx.add(path, f"Machine '{mname}': IP {ip} is the gateway of {network} (the bridge's address)",
+                "the .254 address belongs to the domain's bridge; pick .1 to .253")
+
+
+def _image(ref: str | None, path, ctx: Context) -> None:
+    if ref is None:
+        return
+    error = parse_image_ref(ref)[2]
+    if error:
+        ctx.add(path, f"invalid image reference {ref!r}: {error}",
+                "use 'images:<alias>' (simplestreams) or 'local:<alias>' (the Incus server's images)")
+
+
