@@ -1,0 +1,158 @@
+"""``lock_infra``: Infra + the old lock + a resolver -> the new lock.
+
+Re-locking is minimal, as ``cargo update -p`` / ``nix flake update INPUT``:
+a pin whose ``original`` is unchanged is kept byte-for-byte unless ``update``
+names it; pins nothing refers to any more are dropped.  Only the resolver
+touches the network or the GPU inventory; everything here is pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from anklume.lock.codec import infra_hash
+from anklume.lock.gpu import Card, assign_gpus, check_vram, sharing_warnings
+from anklume.lock.keys import (INSTANCE_TYPES, effective_image, image_key, is_gpu_machine, iter_machines,
+                               needs_ollama)
+from anklume.lock.schema import (LOCK_VERSION, ImageLocked, ImageOriginal, ImagePin, Lock, ModelLocked,
+                                 ModelOriginal, ModelPin, OllamaLocked, OllamaOriginal, OllamaPin)
+from anklume.model.names import parse_image_ref
+from anklume.model.schema import Infra
+
+RELEASE_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
+
+
+class Resolver(Protocol):
+    def image(self, original: ImageOriginal) -> ImageLocked: ...
+    def ollama(self, original: OllamaOriginal) -> OllamaLocked: ...
+    def model(self, ref: str) -> ModelLocked: ...
+    def gpu_inventory(self) -> Sequence[Card]: ...
+
+
+@dataclass(frozen=True)
+class Update:
+    """Which pins ``--update`` re-resolves: all of them, or those named."""
+
+    all: bool = False
+    names: frozenset[str] = frozenset()
+
+    def wants(self, *names: str) -> bool:
+        return self.all or any(n in self.names for n in names)
+
+
+@dataclass
+class Requirements:
+    """What the infra needs pinned."""
+
+    images: dict[str, ImageOriginal] = field(default_factory=dict)
+    ollama: OllamaOriginal | None = None
+    models: list[str] = field(default_factory=list)
+    gpu_machines: list[str] = field(default_factory=list)
+    machine_models: dict[str, list[str]] = field(default_factory=dict)
+
+
+def requirements(infra: Infra) -> Requirements:
+    req = Requirements()
+    arch = infra.global_.architecture
+    for _d, domain, mname, machine in iter_machines(infra):
+        remote, alias, _ = parse_image_ref(effective_image(infra, machine))
+        req.images[image_key(infra, machine)] = ImageOriginal(
+            remote=remote, alias=alias, architecture=arch, type=INSTANCE_TYPES[machine.type])
+        if needs_ollama(machine):
+            req.ollama = OllamaOriginal(version=infra.global_.ollama.version, architecture=RELEASE_ARCH[arch])
+        for ref in machine.models or []:
+            if ref not in req.models:
+                req.models.append(ref)
+        if machine.models:
+            req.machine_models[mname] = list(machine.models)
+        if is_gpu_machine(domain, machine):
+            req.gpu_machines.append(mname)
+    return req
+
+
+def known_pin_names(lock: Lock) -> set[str]:
+    """Every name ``--update`` accepts for this lock."""
+    names = set(lock.images) | {f"{p.original.remote}:{p.original.alias}" for p in lock.images.values()}
+    names |= set(lock.models) | set(lock.gpus)
+    if lock.ollama is not None:
+        names.add("ollama")
+    if lock.gpus:
+        names.add("gpus")
+    return names
+
+
+def lock_infra(infra: Infra, old: Lock | None, resolver: Resolver, update: Update = Update(),
+               warn: Callable[[str], None] = lambda _msg: None) -> Lock:
+    req = requirements(infra)
+    old = old or Lock(version=LOCK_VERSION, infra_hash="")
+
+    images: dict[str, ImagePin] = {}
+    for key, original in sorted(req.images.items()):
+        pin = old.images.get(key)
+        short = f"{original.remote}:{original.alias}"
+        if pin is None or pin.original != original or update.wants(key, short):
+            pin = ImagePin(original=original, locked=resolver.image(original))
+        images[key] = pin
+
+    ollama = None
+    if req.ollama is not None:
+        ollama = old.ollama
+        if ollama is None or ollama.original != req.ollama or update.wants("ollama"):
+            ollama = OllamaPin(original=req.ollama, locked=resolver.ollama(req.ollama))
+
+    models: dict[str, ModelPin] = {}
+    for ref in sorted(req.models):
+        pin = old.models.get(ref)
+        if pin is None or update.wants(ref):
+            pin = ModelPin(original=ModelOriginal(ref=ref), locked=resolver.model(ref))
+        models[ref] = pin
+
+    policy = infra.global_.gpu_policy
+    gpus = {}
+    if req.gpu_machines:
+        keep = {m for m in req.gpu_machines if not update.wants(m, "gpus")}
+        reusable = all(m in keep and m in old.gpus and old.gpus[m].original.policy == policy
+                       for m in req.gpu_machines)
+        if reusable and _still_valid(old, req.gpu_machines, policy):
+            gpus = {m: old.gpus[m] for m in sorted(req.gpu_machines)}
+        else:
+            gpus = assign_gpus(req.gpu_machines, policy, resolver.gpu_inventory(), old.gpus, keep)
+    for w in sharing_warnings(gpus) + check_vram(gpus, req.machine_models, models):
+        warn(w)
+    return Lock(version=LOCK_VERSION, infra_hash=infra_hash(infra), images=images, ollama=ollama,
+                models=models, gpus=gpus)
+
+
+def _still_valid(old: Lock, machines: list[str], policy: str) -> bool:
+    """Kept pins without asking the host: under ``exclusive`` no slot is claimed twice."""
+    slots = [old.gpus[m].locked.pci for m in machines]
+    return policy == "shared" or len(slots) == len(set(slots))
+
+
+def describe_changes(old: Lock | None, new: Lock) -> list[str]:
+    """One line per pin that was added, changed (old -> new) or removed."""
+    old = old or Lock(version=LOCK_VERSION, infra_hash="")
+    lines: list[str] = []
+
+    def compare(kind: str, before: dict, after: dict, show: Callable) -> None:
+        for key in sorted(set(before) | set(after)):
+            a, b = before.get(key), after.get(key)
+            if a == b:
+                continue
+            if a is None:
+                lines.append(f"+ {kind} {key}: {show(b)}")
+            elif b is None:
+                lines.append(f"- {kind} {key}: {show(a)}")
+            else:
+                lines.append(f"~ {kind} {key}: {show(a)} -> {show(b)}")
+
+    compare("image", old.images, new.images, lambda p: f"{p.locked.fingerprint[:12]} ({p.locked.serial or 'local'})")
+    compare("ollama", {"ollama": old.ollama} if old.ollama else {},
+            {"ollama": new.ollama} if new.ollama else {},
+            lambda p: f"v{p.locked.version} {p.locked.sha256[:12]}")
+    compare("model", old.models, new.models, lambda p: p.locked.digest[:19])
+    compare("gpu", old.gpus, new.gpus, lambda p: f"{p.locked.pci} {p.locked.model or ''}".strip())
+    return lines
+

@@ -1,0 +1,124 @@
+"""GPU assignment: which physical GPU (PCI slot) each GPU machine gets.  Pure.
+
+Order (documented in docs/lock.md): GPU machines are taken by name, GPUs by PCI
+address.  Existing pins are kept while the slot is still in the inventory and
+(under ``exclusive``) not claimed twice; the others are filled in order:
+``exclusive`` gives each machine a free GPU, ``shared`` gives it the GPU with
+the fewest machines so far.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from anklume.errors import ResolveError
+from anklume.lock.schema import GpuLocked, GpuOriginal, GpuPin, ModelPin
+
+
+class Card(Protocol):
+    pci: str
+    vendor_id: str
+    product_id: str
+    model: str | None
+    uuid: str | None
+    vram_mib: int | None
+
+
+def pin_card(card: Card) -> GpuLocked:
+    return GpuLocked(pci=card.pci, vendor_id=card.vendor_id, product_id=card.product_id,
+                     model=card.model, uuid=card.uuid, vram_mib=card.vram_mib)
+
+
+def assign_gpus(machines: Sequence[str], policy: str, cards: Sequence[Card],
+                old: Mapping[str, GpuPin], keep: set[str]) -> dict[str, GpuPin]:
+    """Return the GPU pins of ``machines``.
+
+    ``keep``: machines whose old pin may be kept (not named by ``--update``).
+    """
+    machines = sorted(machines)
+    if machines and not cards:
+        raise ResolveError(
+            f"{len(machines)} machine{'s' if len(machines) > 1 else ''} ask for a GPU "
+            f"({', '.join(machines)}) but the host has none",
+            "check `anklume gpus`; to lock for another host use --gpu-inventory FILE")
+    by_pci = {c.pci: c for c in sorted(cards, key=lambda c: c.pci)}
+    users: dict[str, list[str]] = {pci: [] for pci in by_pci}
+    chosen: dict[str, str] = {}
+    for m in machines:
+        pin = old.get(m)
+        if m in keep and pin is not None and pin.original.policy == policy and pin.locked.pci in by_pci:
+            if policy == "shared" or not users[pin.locked.pci]:
+                chosen[m] = pin.locked.pci
+                users[pin.locked.pci].append(m)
+    pending = [m for m in machines if m not in chosen]
+    if policy == "exclusive":
+        free = [pci for pci in by_pci if not users[pci]]
+        if len(pending) > len(free):
+            raise ResolveError(_exclusive_message(machines, len(by_pci)),
+                               "Set global.gpu_policy: shared to allow this." if len(by_pci) == 1
+                               else "remove `gpu` from some machines, or set global.gpu_policy: shared")
+        for m, pci in zip(pending, free):
+            chosen[m] = pci
+            users[pci].append(m)
+    else:
+        for m in pending:
+            pci = min(by_pci, key=lambda p: (len(users[p]), p))
+            chosen[m] = pci
+            users[pci].append(m)
+    return {m: GpuPin(original=GpuOriginal(machine=m, policy=policy), locked=pin_card(by_pci[chosen[m]]))
+            for m in machines}
+
+
+def sharing_warnings(gpus: Mapping[str, GpuPin]) -> list[str]:
+    """The original's warning when several machines share one GPU."""
+    users: dict[str, list[str]] = {}
+    for m, pin in gpus.items():
+        users.setdefault(pin.locked.pci, []).append(m)
+    sharing = sorted(m for ms in users.values() if len(ms) > 1 for m in ms)
+    if not sharing:
+        return []
+    return [f"WARNING: GPU policy is 'shared': {len(sharing)} instances share GPU access "
+            f"({', '.join(sharing)}). No VRAM isolation on consumer GPUs."]
+
+
+def _exclusive_message(machines: Sequence[str], ngpus: int) -> str:
+    if ngpus == 1:  # the original's message, word for word
+        return (f"GPU policy is 'exclusive' but {len(machines)} instances have GPU access: "
+                f"{', '.join(machines)}.")
+    return (f"GPU policy is 'exclusive' but {len(machines)} instances have GPU access "
+            f"({', '.join(machines)}) and the host has {ngpus} GPUs")
+
+
+def check_vram(gpus: Mapping[str, GpuPin], machine_models: Mapping[str, Sequence[str]],
+               models: Mapping[str, ModelPin]) -> list[str]:
+    """Raise when one machine's models do not fit its GPU; warn (shared) when sharers together don't."""
+    per_gpu: dict[str, list[str]] = {}
+    for m, pin in sorted(gpus.items()):
+        per_gpu.setdefault(pin.locked.pci, []).append(m)
+        vram = pin.locked.vram_mib
+        refs = machine_models.get(m) or []
+        if vram is None or not refs:
+            continue
+        need = sum(models[r].locked.vram_bytes for r in refs)
+        if need > vram * 2**20:
+            detail = ", ".join(f"{r} ({_gib(models[r].locked.vram_bytes)})" for r in refs)
+            raise ResolveError(
+                f"machine '{m}': models {detail} need {_gib(need)} of VRAM but GPU {pin.locked.pci} "
+                f"({pin.locked.model or 'unknown model'}) has {_gib(vram * 2**20)}",
+                "pin smaller models (or quantisations), or move some to another machine")
+    warnings = []
+    for pci, sharers in per_gpu.items():
+        if len(sharers) < 2:
+            continue
+        vram = gpus[sharers[0]].locked.vram_mib
+        need = sum(models[r].locked.vram_bytes for m in sharers for r in machine_models.get(m) or [])
+        if vram is not None and need > vram * 2**20:
+            warnings.append(f"WARNING: machines {', '.join(sharers)} share GPU {pci} and their models need "
+                            f"{_gib(need)} together; it has {_gib(vram * 2**20)} "
+                            "(models will be swapped in and out of VRAM)")
+    return warnings
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB"

@@ -1,0 +1,14 @@
+"""Resolvers: the thin I/O shell that turns what infra.yml names into pins.
+
+Each source has a pure parser (bytes in, pin out, no I/O) and a small wrapper that
+fetches the bytes through :class:`anklume.resolve.http.Fetcher`:
+
+- ``simplestreams``: Incus image aliases -> fingerprints and file hashes;
+- ``ollama``: Ollama releases -> asset URL + sha256, model refs -> manifest digests;
+- ``gpus``: Incus resources + nvidia-smi -> GPU cards (``inventory`` reads the host);
+- ``sources``: which URL each source is fetched from (mirrors), and the canonical names
+  the lock records.
+
+This package imports nothing itself, so importing a pure parser never pulls in urllib,
+subprocess or pylxd.
+"""

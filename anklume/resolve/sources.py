@@ -1,0 +1,81 @@
+"""Where each source is fetched from, and the canonical names the lock records.
+
+A mirror changes where bytes come from, never what the lock says: resolvers fetch from
+the effective URL and record the canonical one (``CANONICAL_*``).
+
+Precedence, highest first: the environment (``ANKLUME_IMAGES_URL``,
+``ANKLUME_OLLAMA_REGISTRY``, ``ANKLUME_OLLAMA_RELEASES``, ``ANKLUME_INCUS``), then
+infra.yml's ``global.sources``, then the defaults.  An empty value counts as unset.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import msgspec
+
+from anklume.errors import SourceError
+
+CANONICAL_IMAGES = "https://images.linuxcontainers.org"
+CANONICAL_OLLAMA_REGISTRY = "https://registry.ollama.ai"
+CANONICAL_OLLAMA_RELEASES = "https://github.com/ollama/ollama/releases/download"
+OLLAMA_REGISTRY_HOST = "registry.ollama.ai"
+
+#: Local Incus sockets, tried in this order when ``incus`` is not set.
+INCUS_SOCKETS = ("/var/lib/incus/unix.socket", "/run/incus/unix.socket")
+
+#: Source field -> environment variable that overrides it.
+ENV_VARS = {
+    "images": "ANKLUME_IMAGES_URL",
+    "ollama_registry": "ANKLUME_OLLAMA_REGISTRY",
+    "ollama_releases": "ANKLUME_OLLAMA_RELEASES",
+    "incus": "ANKLUME_INCUS",
+}
+
+_HTTP_URL = re.compile(r"https?://[^\s/?#]+(/[^\s?#]*)?")
+
+
+class Sources(msgspec.Struct, frozen=True, kw_only=True):
+    """The effective URL of each source (``incus=None``: the local socket)."""
+
+    images: str = CANONICAL_IMAGES
+    ollama_registry: str = CANONICAL_OLLAMA_REGISTRY
+    ollama_releases: str = CANONICAL_OLLAMA_RELEASES
+    incus: str | None = None
+
+
+def source_hint(field: str) -> str:
+    """How a user points ``field`` elsewhere, for error hints."""
+    return f"check {ENV_VARS[field]} / global.sources.{field}"
+
+
+def effective_sources(configured: Mapping[str, str | None], env: Mapping[str, str]) -> Sources:
+    """Merge defaults, infra.yml's ``global.sources`` (``configured``) and the environment."""
+    unknown = sorted(set(configured) - set(ENV_VARS))
+    if unknown:
+        raise SourceError(
+            f"global.sources: unknown source {', '.join(unknown)}",
+            f"known sources: {', '.join(ENV_VARS)}",
+        )
+    chosen: dict[str, str] = {}
+    for field, var in ENV_VARS.items():
+        if env.get(var):
+            chosen[field] = _validated(field, env[var], f"environment variable {var}")
+        elif configured.get(field):
+            chosen[field] = _validated(field, configured[field], f"global.sources.{field}")
+    return Sources(**chosen)
+
+
+def _validated(field: str, value: str, origin: str) -> str:
+    """``value`` without trailing slashes, or an error naming where it came from."""
+    value = value.strip().rstrip("/")
+    if field == "incus":
+        ok = value.startswith(("/", "https://")) and len(value) > 1
+        expected = "an absolute unix socket path or an https:// URL"
+    else:
+        ok = bool(_HTTP_URL.fullmatch(value))
+        expected = "an http(s) URL without query or fragment"
+    if not ok:
+        raise SourceError(f"{origin}: {value!r} is not {expected}", source_hint(field))
+    return value
