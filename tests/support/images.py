@@ -44,12 +44,13 @@ INITTAB = b"""\
 
 RCS = b"""\
 #!/bin/sh
-# anklume test image boot script (busybox).
-hostname -F /etc/hostname 2>/dev/null
-ip link set lo up 2>/dev/null
+# anklume test image boot script. Every tool through busybox: Debian's busybox package installs
+# no applet links, and its minbase has no iproute2.
+busybox hostname -F /etc/hostname 2>/dev/null
+busybox ip link set lo up 2>/dev/null
 if [ -e /sys/class/net/eth0 ]; then
     # -b: go to background if no lease comes quickly (isolated networks have no DHCP).
-    udhcpc -b -t 3 -T 1 -A 5 -i eth0 -s /etc/anklume/udhcpc.script >/dev/null 2>&1
+    busybox udhcpc -b -t 3 -T 1 -A 5 -i eth0 -s /etc/anklume/udhcpc.script >/dev/null 2>&1
 fi
 exit 0
 """
@@ -59,14 +60,14 @@ UDHCPC_SCRIPT = b"""\
 # Minimal udhcpc hook: configure the address and default route, nothing else.
 case "$1" in
     deconfig)
-        ip -4 addr flush dev "$interface"
-        ip link set "$interface" up
+        busybox ip -4 addr flush dev "$interface"
+        busybox ip link set "$interface" up
         ;;
     bound|renew)
-        ip -4 addr flush dev "$interface"
-        ip addr add "$ip/${mask:-24}" dev "$interface"
+        busybox ip -4 addr flush dev "$interface"
+        busybox ip addr add "$ip/${mask:-24}" dev "$interface"
         if [ -n "$router" ]; then
-            ip route replace default via "${router%% *}" dev "$interface"
+            busybox ip route replace default via "${router%% *}" dev "$interface"
         fi
         ;;
 esac
@@ -92,6 +93,16 @@ class ImageFiles:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
                     h.update(chunk)
         return h.hexdigest()
+
+
+def _recipe_hash(*extra: object) -> str:
+    """Key of a cached build: everything that goes into it (bump RECIPE_VERSION for code)."""
+    h = hashlib.sha256()
+    for part in (RECIPE_VERSION, INITTAB, RCS, UDHCPC_SCRIPT, PASSWD, GROUP, HOSTNAME_TPL,
+                 EPOCH, *extra):
+        h.update(repr(part).encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
 
 
 def cache_dir() -> Path:
@@ -266,9 +277,8 @@ def _busybox_version() -> str:
 def busybox_image_files() -> ImageFiles:
     binary = _busybox_binary()
     data = binary.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()[:16]
     version = _busybox_version()
-    key = f"busybox-{RECIPE_VERSION}-{incus_arch()}-{digest}"
+    key = f"busybox-{incus_arch()}-{_recipe_hash(hashlib.sha256(data).hexdigest(), version)}"
 
     def build(work: Path) -> None:
         applets = run([str(binary), "--list-full"]).stdout.split()
@@ -320,10 +330,7 @@ def debian_python_image_files() -> ImageFiles:
     hook_dir = "/usr/share/mmdebstrap/hooks/merged-usr"
     if not os.path.isdir(hook_dir):
         raise SetupError(f"{hook_dir} missing; {SETUP_HINT}")
-    recipe = hashlib.sha256(
-        repr((RECIPE_VERSION, DEBIAN_SUITE, DEBIAN_MIRROR, DEBIAN_PACKAGES, DEBIAN_EXCLUDES,
-              INITTAB, RCS, UDHCPC_SCRIPT)).encode()
-    ).hexdigest()[:16]
+    recipe = _recipe_hash(DEBIAN_SUITE, DEBIAN_MIRROR, DEBIAN_PACKAGES, DEBIAN_EXCLUDES)
     key = f"debian-python-{DEBIAN_SUITE}-{incus_arch()}-{recipe}"
 
     def build(work: Path) -> None:

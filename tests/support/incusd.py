@@ -18,9 +18,11 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -56,6 +58,84 @@ def check_prerequisites() -> None:
         raise SetupError(f"busybox-static not installed; {SETUP_HINT}")
 
 
+TMP_PREFIX = "anklume-incus-"
+OWNER_FILE = "owner"
+_NETNS_RE = re.compile(r"^anklume-test-(\d+)-\d+$")
+
+
+def _netns_pids(name: str) -> list[int]:
+    proc = run(["ip", "netns", "pids", name], check=False)
+    return [int(x) for x in proc.stdout.split() if x.isdigit()]
+
+
+def _destroy_netns(name: str) -> str | None:
+    """Kill what lives in the namespace (all started by its incusd) and their descendants
+    (container payloads have namespaces of their own), then delete it. Returns a problem."""
+    pids: list[int] = []
+    for _ in range(50):
+        pids = with_descendants(_netns_pids(name))
+        if not pids:
+            break
+        kill_pids(pids, signal.SIGKILL)
+        time.sleep(0.1)
+    else:
+        return f"processes survive in netns {name}: {pids}"
+    proc = run(["ip", "netns", "delete", name], check=False)
+    if proc.returncode != 0 and os.path.exists(f"/run/netns/{name}"):
+        return f"ip netns delete {name}: {proc.stderr.strip()}"
+    return None
+
+
+def _unmount_under(root: Path) -> None:
+    prefix = str(root).rstrip("/") + "/"
+    with open("/proc/mounts") as f:
+        # /proc/mounts escapes space, tab, newline and backslash as octal
+        targets = [re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[1])
+                   for line in f]
+    for target in sorted((t for t in targets if (t + "/").startswith(prefix)),
+                         key=len, reverse=True):
+        run(["umount", "-l", target], check=False)
+
+
+LXC_LOCK_ROOT = Path("/run/lxc/lock")
+
+
+def _remove_lxc_locks(tmp: Path) -> None:
+    """liblxc keeps lock dirs under /run/lxc/lock/<lxcpath>: drop the ones of our temp dir."""
+    locks = LXC_LOCK_ROOT / tmp.resolve().relative_to("/")
+    if locks.name.startswith(TMP_PREFIX):
+        shutil.rmtree(locks, ignore_errors=True)
+
+
+def cleanup_stale(base_dir: str | None = None) -> list[str]:
+    """Remove what an earlier test process (now dead, e.g. SIGKILLed) left: namespaces named
+    anklume-test-<pid>-<n> and temp dirs whose owner file names a dead PID."""
+    cleaned: list[str] = []
+    listing = run(["ip", "netns", "list"], check=False).stdout
+    for line in listing.splitlines():
+        name = line.split()[0] if line.split() else ""
+        m = _NETNS_RE.match(name)
+        if m and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1))):
+            if _destroy_netns(name) is None:
+                cleaned.append(name)
+    root = Path(base_dir or tempfile.gettempdir())
+    for d in root.glob(TMP_PREFIX + "*"):
+        try:
+            owner = int((d / OWNER_FILE).read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+        if owner != os.getpid() and not pid_alive(owner):
+            _unmount_under(d)
+            shutil.rmtree(d, ignore_errors=True)
+            _remove_lxc_locks(d)
+            cleaned.append(str(d))
+    locks = LXC_LOCK_ROOT / root.resolve().relative_to("/")
+    for d in locks.glob(TMP_PREFIX + "*"):  # lock dirs whose daemon dir is gone
+        if not (root / d.name).exists():
+            shutil.rmtree(d, ignore_errors=True)
+    return cleaned
+
+
 class PrivateIncus:
     """An incusd in its own network namespace and state directory. Context manager."""
 
@@ -79,7 +159,10 @@ class PrivateIncus:
         try:
             self.start()
         except BaseException:
-            self.stop()
+            try:
+                self.stop()
+            except Exception as e:  # keep the start error, which says more
+                print(f"(after failed start) {e}", file=sys.stderr)
             raise
         return self
 
@@ -107,15 +190,17 @@ class PrivateIncus:
         t0 = time.monotonic()
         incusd = find_binary(*INCUSD_CANDIDATES)
         ip = find_binary("ip")
+        cleanup_stale(self._base_dir)
 
-        self.tmp = Path(tempfile.mkdtemp(prefix="anklume-incus-", dir=self._base_dir))
+        name = f"anklume-test-{os.getpid()}-{next(_counter)}"
+        self.tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=self._base_dir))
         os.chmod(self.tmp, 0o711)  # containers' idmapped paths need traversal
+        (self.tmp / OWNER_FILE).write_text(f"{os.getpid()} {name}\n")
         self.dir = self.tmp / "var"
         self.dir.mkdir(mode=0o711)
         (self.tmp / "cli").mkdir(mode=0o700)
         self.log_path = self.tmp / "incusd.log"
 
-        name = f"anklume-test-{os.getpid()}-{next(_counter)}"
         run([ip, "netns", "add", name])
         self.netns = name
         run([ip, "-n", name, "link", "set", "lo", "up"])
@@ -163,32 +248,32 @@ class PrivateIncus:
         """Tear everything down; safe to call twice or after a failed start."""
         errors: list[str] = []
         if self.proc is not None and self.proc.poll() is None:
-            self._graceful_shutdown(errors)
+            self._graceful_shutdown()
         if self.proc is not None:
             self._stop_daemon_process()
         if self.netns is not None:
-            self._kill_namespace_processes()
-            proc = run(["ip", "netns", "delete", self.netns], check=False)
-            if proc.returncode != 0 and os.path.exists(f"/run/netns/{self.netns}"):
-                errors.append(f"ip netns delete {self.netns}: {proc.stderr.strip()}")
+            problem = _destroy_netns(self.netns)
+            if problem:
+                errors.append(problem)
             self.netns = None
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
         if self.tmp is not None:
-            self._unmount_under(self.tmp)
+            _unmount_under(self.tmp)
             if os.environ.get("ANKLUME_KEEP_INCUS_DIR"):
                 print(f"keeping {self.tmp} (ANKLUME_KEEP_INCUS_DIR)")
             else:
                 shutil.rmtree(self.tmp, ignore_errors=True)
                 if self.tmp.exists():
                     errors.append(f"could not remove {self.tmp}")
+                _remove_lxc_locks(self.tmp)
             self.tmp = None
         self._client = None
         if errors:
             raise RuntimeError("private incusd teardown: " + "; ".join(errors))
 
-    def _graceful_shutdown(self, errors: list[str]) -> None:
+    def _graceful_shutdown(self) -> None:
         # Stop every instance hard first (busybox init needs no graceful shutdown), then ask
         # the daemon to shut down.
         try:
@@ -199,7 +284,7 @@ class PrivateIncus:
                     self.incus("stop", "--force", "--project", inst.get("project", "default"),
                                inst["name"], check=False, timeout=30)
         except Exception as e:  # the daemon may be wedged: the kills that follow handle it
-            errors.append(f"(non-fatal) stopping instances: {e}")
+            print(f"private incusd: stopping instances failed: {e}", file=sys.stderr)
         try:
             self.incus("admin", "shutdown", f"--timeout={int(self.stop_timeout)}", check=False,
                        timeout=self.stop_timeout + 5)
@@ -221,33 +306,7 @@ class PrivateIncus:
 
     def namespace_pids(self) -> list[int]:
         """PIDs whose network namespace is ours (incusd, dnsmasq, container monitors...)."""
-        if self.netns is None:
-            return []
-        proc = run(["ip", "netns", "pids", self.netns], check=False)
-        return [int(x) for x in proc.stdout.split() if x.isdigit()]
-
-    def _kill_namespace_processes(self) -> None:
-        # Processes in our namespace were all started by our incusd; their descendants include
-        # container payloads (which have network namespaces of their own).
-        for _ in range(50):
-            pids = with_descendants(self.namespace_pids())
-            if not pids:
-                return
-            kill_pids(pids, signal.SIGKILL)
-            time.sleep(0.1)
-        raise RuntimeError(f"processes survive in netns {self.netns}: {pids}")
-
-    @staticmethod
-    def _unmount_under(root: Path) -> None:
-        prefix = str(root).rstrip("/") + "/"
-        with open("/proc/mounts") as f:
-            targets = [
-                line.split()[1].encode().decode("unicode_escape")
-                for line in f
-                if (line.split()[1] + "/").startswith(prefix)
-            ]
-        for target in sorted(targets, key=len, reverse=True):
-            run(["umount", "-l", target], check=False)
+        return _netns_pids(self.netns) if self.netns else []
 
     # --- access --------------------------------------------------------------------------------
 
@@ -279,6 +338,43 @@ class PrivateIncus:
         if "root" not in devices:
             self.incus("profile", "device", "add", "default", "root", "disk", "path=/",
                        f"pool={pool}", "--project", name)
+
+    def purge_project(self, name: str) -> None:
+        """Delete a project and everything in it (instances, images, profiles, networks,
+        custom volumes). For test cleanup on the shared session daemon."""
+        q = lambda *a: json.loads(self.incus(*a, "--project", name, "--format=json"))  # noqa: E731
+        if name not in {p["name"] for p in json.loads(self.incus("project", "list",
+                                                                 "--format=json"))}:
+            return
+        for inst in q("list"):
+            for attempt in range(100):  # an interrupted create may still hold the instance
+                try:
+                    self.incus("delete", "--force", inst["name"], "--project", name)
+                    break
+                except subprocess.CalledProcessError as e:
+                    if "busy" not in str(e) or attempt == 99:
+                        raise
+                    time.sleep(0.3)
+        project = json.loads(self.incus("query", f"/1.0/projects/{name}"))
+        cfg = project.get("config") or {}
+        if cfg.get("features.images") == "true":
+            for img in q("image", "list"):
+                self.incus("image", "delete", img["fingerprint"], "--project", name)
+        if cfg.get("features.storage.volumes") == "true":
+            for vol in q("storage", "volume", "list", "default"):
+                if vol.get("type") == "custom":
+                    self.incus("storage", "volume", "delete", "default", vol["name"],
+                               "--project", name)
+        if cfg.get("features.networks") == "true":
+            for net in q("network", "list"):
+                if net.get("managed"):
+                    self.incus("network", "delete", net["name"], "--project", name)
+        if cfg.get("features.profiles") == "true":
+            for prof in q("profile", "list"):
+                if prof["name"] != "default":
+                    self.incus("profile", "delete", prof["name"], "--project", name)
+        if name != "default":
+            self.incus("project", "delete", name)
 
     def _import_image(self, files: images.ImageFiles, alias: str, project: str) -> str:
         fingerprint = files.fingerprint

@@ -27,7 +27,10 @@ SETUP_HINT = "run `scripts/setup.sh` as root to install the test daemons"
 
 def require_root() -> None:
     if os.geteuid() != 0:
-        raise SetupError(f"the integration tests must run as root; {SETUP_HINT}")
+        raise SetupError(
+            "the integration tests must run as root (network namespaces, incusd); "
+            "prepare the machine with `scripts/setup.sh` (as root)"
+        )
 
 
 def find_binary(*candidates: str) -> str:

@@ -1,0 +1,158 @@
+"""A tiny threaded HTTP server on 127.0.0.1 for tests (simplestreams, release files...).
+
+    files = {"/streams/v1/index.json": b"{...}"}
+    with StaticHTTPServer(files) as srv:
+        fetch(srv.url + "/streams/v1/index.json")
+        assert srv.requests == ["/streams/v1/index.json"]
+
+- `files`: a dict {path: bytes} (paths start with "/"), or a directory to serve (paths below it).
+- `status`: {path: code} answers that code (with an empty body) instead of the content.
+- `delay`: seconds to wait before answering (a number for every path, or {path: seconds}), for
+  timeout tests.
+- `srv.requests` lists the request paths (query string included) in order, `srv.hits(path)` counts
+  them; `srv.headers` keeps each request's headers.
+Anything else is a 404. Only GET and HEAD are served.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+
+class StaticHTTPServer:
+    def __init__(
+        self,
+        files: dict[str, bytes] | str | os.PathLike | None = None,
+        *,
+        status: dict[str, int] | None = None,
+        delay: float | dict[str, float] | None = None,
+        content_types: dict[str, str] | None = None,
+    ) -> None:
+        self.files: dict[str, bytes] = {}
+        self.root: Path | None = None
+        if isinstance(files, dict):
+            self.files = dict(files)
+        elif files is not None:
+            self.root = Path(files).resolve()
+        self.status: dict[str, int] = dict(status or {})
+        self.delay = delay
+        self.content_types = dict(content_types or {})
+        self.requests: list[str] = []
+        self.headers: list[dict[str, str]] = []
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def __enter__(self) -> StaticHTTPServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        handler = _make_handler(self)
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "server not started"
+        return self._server.server_address[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def hits(self, path: str) -> int:
+        with self._lock:
+            return sum(1 for p in self.requests if p == path or p.split("?")[0] == path)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests.clear()
+            self.headers.clear()
+
+    # --- content -----------------------------------------------------------------------------
+
+    def _delay_for(self, path: str) -> float:
+        if isinstance(self.delay, dict):
+            return float(self.delay.get(path, 0.0))
+        return float(self.delay or 0.0)
+
+    def _lookup(self, path: str) -> bytes | None:
+        if self.root is None:
+            return self.files.get(path)
+        target = (self.root / path.lstrip("/")).resolve()
+        if target != self.root and self.root not in target.parents:
+            return None
+        if target.is_file():
+            return target.read_bytes()
+        return None
+
+
+def _make_handler(server: StaticHTTPServer):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args) -> None:  # keep test output quiet
+            pass
+
+        def _answer(self, head: bool) -> None:
+            with server._lock:
+                server.requests.append(self.path)
+                server.headers.append(dict(self.headers.items()))
+            path = unquote(urlsplit(self.path).path)
+            wait = server._delay_for(path)
+            if wait:
+                time.sleep(wait)
+            if path in server.status:
+                self._send(server.status[path], b"", "text/plain", head)
+                return
+            body = server._lookup(path)
+            if body is None:
+                self._send(404, b"not found\n", "text/plain", head)
+                return
+            ctype = server.content_types.get(path) or (
+                mimetypes.guess_type(path)[0] or "application/octet-stream"
+            )
+            self._send(200, body, ctype, head)
+
+        def _send(self, code: int, body: bytes, ctype: str, head: bool) -> None:
+            try:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if not head:
+                    self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (timeout tests)
+
+        def do_GET(self) -> None:  # noqa: N802
+            self._answer(head=False)
+
+        def do_HEAD(self) -> None:  # noqa: N802
+            self._answer(head=True)
+
+    return Handler
