@@ -4,7 +4,10 @@ paths.  Each rule is checked before anything uses the name."""
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
+
+import msgspec
+
+from anklume.errors import ResolveError
 
 #: Domains name an Incus project, a bridge ``net-<domain>`` and files: DNS-safe.
 DOMAIN_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
@@ -17,6 +20,7 @@ ROLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,2}$")
 ANSIBLE_VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 IMAGE_REMOTES = ("images", "local")
+DEFAULT_REGISTRY = "registry.ollama.ai"
 _ALIAS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]*$")
 
 
@@ -33,52 +37,71 @@ def parse_image_ref(ref: str) -> tuple[str, str, str | None]:
     return remote, alias, None
 
 
-# -- Ollama model names (ollama/ollama types/model/name.go) -----------------------
+# -- Ollama model names (ollama/ollama types/model/name.go) ---------------------------------------------------------------------------
 
-DEFAULT_REGISTRY = "registry.ollama.ai"
-DEFAULT_NAMESPACE = "library"
-DEFAULT_TAG = "latest"
-_NS_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,79}$")
-_PART_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}$")
-_HOST_RE = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
+_HOST_RULE = "1-350 characters: letters, digits, '_', '-', '.', ':', not starting with '-', '.' or ':'"
+_NAMESPACE_RULE = "1-80 characters: letters, digits, '_', '-', not starting with '-'"
+_MODEL_RULE = "1-80 characters: letters, digits, '_', '-', '.', not starting with '-' or '.'"
+_PARTS = {
+    "host": (re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,349}"), _HOST_RULE),
+    "namespace": (re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,79}"), _NAMESPACE_RULE),
+    "model": (re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}"), _MODEL_RULE),
+    "tag": (re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}"), _MODEL_RULE),
+}
 
 
-class ModelName(NamedTuple):
-    host: str
-    namespace: str
+class ModelName(msgspec.Struct, frozen=True, kw_only=True):
+    """A fully qualified Ollama model name (``types/model/name.go``)."""
+
+    host: str = DEFAULT_REGISTRY
+    namespace: str = "library"
     model: str
-    tag: str
+    tag: str = "latest"
+    scheme: str = "https"
 
     def __str__(self) -> str:
         return f"{self.host}/{self.namespace}/{self.model}:{self.tag}"
 
+    @property
+    def manifest_path(self) -> str:
+        return f"/v2/{self.namespace}/{self.model}/manifests/{self.tag}"
+
 
 def parse_model_ref(ref: str) -> ModelName:
-    """``llama3.2:3b`` -> registry.ollama.ai/library/llama3.2:3b; ValueError if invalid."""
-    rest, tag = ref, DEFAULT_TAG
-    colon, slash = ref.rfind(":"), ref.rfind("/")
-    if colon > slash:
-        rest, tag = ref[:colon], ref[colon + 1:]
-    parts = rest.split("/")
-    if len(parts) > 3 or not all(parts):
-        raise ValueError("expected [host/][namespace/]model[:tag]")
-    model = parts[-1]
-    namespace = parts[-2] if len(parts) >= 2 else DEFAULT_NAMESPACE
-    host = parts[-3] if len(parts) == 3 else DEFAULT_REGISTRY
-    if not _HOST_RE.match(host) or len(host) > 350:
-        raise ValueError(f"invalid registry host '{host}'")
-    if not _NS_RE.match(namespace):
-        raise ValueError(f"invalid namespace '{namespace}' (letters, digits, '_' and '-', at most 80)")
-    if not _PART_RE.match(model):
-        raise ValueError(f"invalid model name '{model}' (letters, digits, '_', '.' and '-', at most 80)")
-    if not _PART_RE.match(tag):
-        raise ValueError(f"invalid tag '{tag}' (letters, digits, '_', '.' and '-', at most 80)")
-    return ModelName(host, namespace, model, tag)
+    """Parse ``[scheme://][host/][namespace/]model[:tag]`` as Ollama's ``ParseName`` does.
+
+    The tag is whatever follows the last ``:`` when it comes after the last ``/``; then the
+    last ``/`` separates the model, the next one the namespace, and the rest is the host.
+    """
+    rest, parts = ref, {}
+    if rest.rfind(":") > rest.rfind("/"):
+        rest, parts["tag"] = rest.rsplit(":", 1)
+    for kind in ("model", "namespace"):
+        rest, sep, parts[kind] = rest.rpartition("/")
+        if not sep:
+            break
+    else:
+        scheme, sep, host = rest.partition("://")
+        parts["host"], parts["scheme"] = (host, scheme) if sep else (rest, "https")
+    for kind, value in parts.items():
+        _check_part(ref, kind, value)
+    return ModelName(**parts)
+
+
+def _check_part(ref: str, kind: str, value: str) -> None:
+    if kind == "scheme":
+        if value not in ("http", "https"):
+            raise ResolveError(f"model {ref!r}: scheme {value!r} is not http or https")
+        return
+    pattern, rule = _PARTS[kind]
+    if not pattern.fullmatch(value):
+        raise ResolveError(f"model {ref!r}: invalid {kind} {value!r}", f"a {kind} is {rule}")
 
 
 def check_model_ref(ref: str) -> str | None:
+    """The problem with a model reference, or None."""
     try:
         parse_model_ref(ref)
-    except ValueError as exc:
-        return str(exc)
+    except ResolveError as exc:
+        return exc.message + (f" ({exc.hint})" if exc.hint else "")
     return None

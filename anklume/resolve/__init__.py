@@ -3,12 +3,14 @@
 Each source has a pure parser (bytes in, pin out, no I/O) and a small wrapper that
 fetches the bytes through :class:`anklume.resolve.http.Fetcher`:
 
-- ``simplestreams``: Incus image aliases -> fingerprints and file hashes;
+- ``simplestreams``: Incus image aliases -> fingerprints and file hashes (and
+  ``local:<alias>`` through an Incus reader);
 - ``ollama``: Ollama releases -> asset URL + sha256, model refs -> manifest digests;
-- ``gpus``: Incus resources + nvidia-smi -> GPU cards (``inventory`` reads the host);
+- ``gpus``: Incus resources + nvidia-smi -> GPU cards; ``inventory`` asks the host;
 - ``sources``: which URL each source is fetched from (mirrors), and the canonical names
-  the lock records.
+  the lock records;
+- ``http`` (urllib, the cache) and ``fetched`` (what a fetch returns, pure data).
 
 This package imports nothing itself, so importing a pure parser never pulls in urllib,
-subprocess or pylxd.
+subprocess or pylxd (tests/resolve/test_purity.py checks it).
 """

@@ -32,8 +32,7 @@ import ssl
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 
 import blake3
@@ -41,58 +40,13 @@ import msgspec
 
 from anklume import __version__
 from anklume.errors import AnklumeError, OfflineMiss, SourceError
+from anklume.resolve.fetched import Fetched, Headers, HttpStatusError
 
 #: Response headers kept in the cache index (lower case): those a resolver checks.
 CACHED_HEADERS = ("content-type", "docker-content-digest", "ollama-content-digest")
 
 USER_AGENT = f"anklume/{__version__}"
 OFFLINE_HINT = "or use --offline to answer from the cache"
-
-
-class Headers(Mapping[str, str]):
-    """Read-only, case-insensitive response headers (repeated headers joined by ", ")."""
-
-    def __init__(self, items: Mapping[str, str] | list[tuple[str, str]] = ()):
-        pairs = items.items() if isinstance(items, Mapping) else items
-        merged: dict[str, str] = {}
-        for name, value in pairs:
-            low = name.lower()
-            merged[low] = f"{merged[low]}, {value}" if low in merged else value
-        self._items = merged
-
-    def __getitem__(self, name: str) -> str:
-        return self._items[name.lower()]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._items)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __repr__(self) -> str:
-        return f"Headers({self._items!r})"
-
-
-@dataclass(frozen=True)
-class Fetched:
-    """One successful GET: the exact body, the headers, and where it ended up."""
-
-    body: bytes
-    headers: Headers
-    urls: tuple[str, ...]  # the request URL, then each redirect target
-
-    @property
-    def final_url(self) -> str:
-        """The URL the body was finally read from, after redirects."""
-        return self.urls[-1]
-
-
-class HttpStatusError(SourceError):
-    """The source answered with an HTTP status other than 200 (``status`` says which)."""
-
-    def __init__(self, message: str, hint: str | None, status: int):
-        super().__init__(message, hint)
-        self.status = status
 
 
 class _IndexEntry(msgspec.Struct, forbid_unknown_fields=True):
@@ -156,8 +110,9 @@ class Fetcher:
             raise HttpStatusError(
                 f"{source}: GET {err.url or url} answered HTTP {err.code} {err.reason}", full_hint, err.code
             ) from None
-        except (OSError, http.client.HTTPException) as err:
-            raise SourceError(f"{source}: cannot fetch {url}: {_describe(err, self.timeout)}", full_hint) from None
+        except (OSError, http.client.HTTPException, ValueError) as err:
+            reason = _describe(err, self.timeout)
+            raise SourceError(f"{source}: cannot fetch {url}: {reason}", full_hint) from None
         final = redirects.urls[-1] if redirects.urls else url
         if status != 200:
             raise HttpStatusError(f"{source}: GET {final} answered HTTP {status} {reason}", full_hint, status)

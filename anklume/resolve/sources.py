@@ -16,11 +16,12 @@ from collections.abc import Mapping
 import msgspec
 
 from anklume.errors import SourceError
+from anklume.model.names import DEFAULT_REGISTRY
 
 CANONICAL_IMAGES = "https://images.linuxcontainers.org"
 CANONICAL_OLLAMA_REGISTRY = "https://registry.ollama.ai"
 CANONICAL_OLLAMA_RELEASES = "https://github.com/ollama/ollama/releases/download"
-OLLAMA_REGISTRY_HOST = "registry.ollama.ai"
+OLLAMA_REGISTRY_HOST = DEFAULT_REGISTRY
 
 #: Local Incus sockets, tried in this order when ``incus`` is not set.
 INCUS_SOCKETS = ("/var/lib/incus/unix.socket", "/run/incus/unix.socket")

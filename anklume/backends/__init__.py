@@ -1,0 +1,1 @@
+"""Backends: the only modules that talk to Incus (pylxd) and Ansible (ansible_runner)."""

@@ -1,0 +1,71 @@
+"""Fixtures for the resolver tests: loopback servers and a fresh cache (data: see data.py).
+
+- `http_serve(files, status=..., delay=...)`: a started `tests.support.httpserve.StaticHTTPServer`
+  on 127.0.0.1 (stopped after the test).
+- `scripted_serve(routes)`: a started `loopback.ScriptedServer` ({path: Reply}), for what
+  StaticHTTPServer cannot answer: redirects and extra response headers.
+- `fake_incus(routes)`: a started `loopback.FakeIncus` on a unix socket in tmp_path.
+- `fetcher`: a `Fetcher` with an empty cache in tmp_path and a short timeout.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+_REPO = Path(__file__).resolve().parents[2]
+if str(_REPO) not in sys.path:  # `tests.support` importable however pytest is started
+    sys.path.insert(0, str(_REPO))
+
+from anklume.resolve.http import Fetcher  # noqa: E402
+from tests.support.httpserve import StaticHTTPServer  # noqa: E402
+
+from .loopback import FakeIncus, Reply, ScriptedServer  # noqa: E402
+
+@pytest.fixture
+def http_serve() -> Iterator:
+    servers: list[StaticHTTPServer] = []
+
+    def start(files: dict[str, bytes], **options) -> StaticHTTPServer:
+        server = StaticHTTPServer(files, **options)
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def fetcher(tmp_path: Path) -> Fetcher:
+    return Fetcher(cache_dir=tmp_path / "cache", timeout=2.0)
+
+
+@pytest.fixture
+def scripted_serve() -> Iterator:
+    servers: list[ScriptedServer] = []
+
+    def start(routes: dict[str, Reply]) -> ScriptedServer:
+        servers.append(ScriptedServer(routes))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def fake_incus(tmp_path: Path) -> Iterator:
+    servers: list[FakeIncus] = []
+
+    def start(routes: dict[str, object]) -> FakeIncus:
+        servers.append(FakeIncus(tmp_path / f"incus-{len(servers)}.socket", routes))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()
