@@ -23,7 +23,7 @@ from anklume.resolve.gpus import (
 )
 from anklume.resolve.inventory import fetch_inventory
 
-from .data import H200_RESOURCES, H200_SMI_CSV, LXD_9201
+from tests.support.recorded import H200_RESOURCES, H200_SMI_CSV, LXD_9201
 
 H200_UUID = "GPU-9e1c631b-fafe-f96d-935d-1ff4b8a5bf54"
 H200 = GpuCard(pci="0000:00:06.0", vendor_id="10de", product_id="2335", driver="nvidia", model="NVIDIA H200",

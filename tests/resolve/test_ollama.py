@@ -21,7 +21,7 @@ from anklume.resolve.ollama import (
     resolve_release,
 )
 
-from .data import GEMMA, LLAMA, hermit_digests, sha256sum_txt
+from tests.support.recorded import GEMMA, LLAMA, hermit_digests, sha256sum_txt
 from .loopback import Reply
 
 V0131_AMD64 = "4997753db0c578d24f8fc95d1538741609d72529ab6e913ecbf910ae919b0232"

@@ -14,7 +14,7 @@ from anklume.lock.schema import ImageFile, ImageLocked
 from anklume.resolve.http import Fetcher
 from anklume.resolve.simplestreams import catalogue_paths, find_image, resolve_image, resolve_local_image
 
-from .data import BUSTER_AMD64, catalogue, index_for, simplestreams_files, with_incus_items, without_ftype
+from tests.support.recorded import BUSTER_AMD64, catalogue, index_for, simplestreams_files, with_incus_items, without_ftype
 
 BUSTER_SQUASHFS = "deae1ebaa83fa743ba9c33e942f045f45fd22430c15eb22b65af71a00b106005"
 BUSTER_ROOTXZ = "a777b01321f0781cd2d8d17ec5d487efb316ed012c24657d57900a2d9ffd9fd9"
