@@ -13,7 +13,7 @@ from anklume.render.write import apply_tree, find_orphans, plan_tree, prune
 
 
 def do_build(infra_file: Path, *, apply: bool, prune_orphans: bool) -> int:
-    out = Console(highlight=False)
+    out = Console(highlight=False, soft_wrap=True)
     project = Project(infra_file)
     infra = project.load_infra()
     lock = project.fresh_lock(infra)

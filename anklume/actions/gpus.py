@@ -17,7 +17,7 @@ def do_gpus(*, as_json: bool, endpoint: str | None) -> int:
     if as_json:
         sys.stdout.buffer.write(encode_inventory(cards))
         return 0
-    out = Console(highlight=False)
+    out = Console(highlight=False, soft_wrap=True)
     if not cards:
         out.print("no GPU found (emulated display adapters are not counted)")
         return 0

@@ -16,8 +16,8 @@ from anklume.project import Project
 
 def do_lock(infra_file: Path, *, check: bool, update: bool, names: tuple[str, ...], offline: bool,
             gpu_inventory: Path | None, nvidia_smi: Path | None) -> int:
-    err = Console(stderr=True, highlight=False)
-    out = Console(highlight=False)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    out = Console(highlight=False, soft_wrap=True)
     project = Project(infra_file)
     infra = project.load_infra()
     old = project.read_lock()

@@ -10,7 +10,7 @@ import rich_click as click
 
 from anklume import __version__
 
-click.rich_click.USE_MARKDOWN = True
+click.rich_click.TEXT_MARKUP = "markdown"
 click.rich_click.COMMAND_GROUPS = {
     "anklume": [
         {"name": "Pipeline", "commands": ["lock", "build", "verify"]},

@@ -139,14 +139,15 @@ def describe_changes(old: Lock | None, new: Lock) -> list[str]:
     def compare(kind: str, before: dict, after: dict, show: Callable) -> None:
         for key in sorted(set(before) | set(after)):
             a, b = before.get(key), after.get(key)
+            name = kind if key == kind else f"{kind} {key}"
             if a == b:
                 continue
             if a is None:
-                lines.append(f"+ {kind} {key}: {show(b)}")
+                lines.append(f"+ {name}: {show(b)}")
             elif b is None:
-                lines.append(f"- {kind} {key}: {show(a)}")
+                lines.append(f"- {name}: {show(a)}")
             else:
-                lines.append(f"~ {kind} {key}: {show(a)} -> {show(b)}")
+                lines.append(f"~ {name}: {show(a)} -> {show(b)}")
 
     compare("image", old.images, new.images, lambda p: f"{p.locked.fingerprint[:12]} ({p.locked.serial or 'local'})")
     compare("ollama", {"ollama": old.ollama} if old.ollama else {},

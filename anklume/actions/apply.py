@@ -1,0 +1,263 @@
+"""``anklume build`` (apply to Incus), ``build --plan``, ``why`` and ``graph``.
+
+    do_apply(project, infra, lock, plan_only=..., as_json=..., jobs=4, prune=False, replace=False,
+             endpoint=None) -> exit code
+
+Exit codes: 0 done / nothing to do, 2 (``--plan`` only) changes pending, 1 an error or a unit
+that failed.  A no-op build reads a constant handful of listings and writes nothing.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from rich.console import Console
+from rich.table import Table
+
+from anklume.errors import AnklumeError
+from anklume.fsio import atomic_write, read_or_none
+from anklume.lock.schema import Lock
+from anklume.model.schema import Infra
+from anklume.project import Project
+from anklume.units.graph import Graph, plan_units
+from anklume.units.key import canonical, short
+from anklume.units.plan import Change, LiveObject, Plan, plan_changes
+from anklume.units.unit import DELETE_ORDER
+
+BUILD_LOCK_NAME = ".anklume-build.lock"
+
+
+class SpecStore:
+    """Applied specs, content-addressed: ``<root>/<hex of key>.json`` (for ``why``)."""
+
+    def __init__(self, root: Path | None = None):
+        if root is None:
+            base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+            root = Path(base) / "anklume" / "specs"
+        self.root = root
+
+    def path(self, key: str) -> Path:
+        return self.root / f"{key.removeprefix('blake3:')}.json"
+
+    def put(self, key: str, spec: dict[str, Any]) -> None:
+        path = self.path(key)
+        if not path.exists():
+            atomic_write(path, canonical(spec) + b"\n")
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        data = read_or_none(self.path(key))
+        if data is None:
+            return None
+        try:
+            return json.loads(data)
+        except ValueError:
+            return None
+
+
+class BuildBusy(AnklumeError):
+    """Another build holds the project's build lock."""
+
+
+@contextmanager
+def build_lock(root: Path) -> Iterator[None]:
+    """One build at a time per project directory (``fcntl.flock``); a second one stops clearly."""
+    path = root / BUILD_LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            raise BuildBusy(f"another anklume build is running for {root} (pid {holder})",
+                            "wait for it to finish, then run the build again") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+# -- planning -------------------------------------------------------------------------------------
+
+
+def _pools(graph: Graph) -> set[str]:
+    return {"default"} | {u.spec["pool"] for u in graph if u.kind == "volume"}
+
+
+def read_plan(graph: Graph, backend, store: SpecStore, *, prune: bool, replace: bool
+              ) -> tuple[Plan, dict[str, LiveObject]]:
+    domains = {u.name for u in graph if u.kind == "project"}
+    live = backend.read_live(domains, _pools(graph))
+    return plan_changes(graph, live, specs=store.get, prune=prune, replace=replace), live
+
+
+_STYLE = {"create": "green", "update": "yellow", "replace": "bold magenta", "delete": "red", "unchanged": "dim"}
+
+
+def plan_json(plan: Plan) -> dict[str, Any]:
+    return {
+        "changes": [{"action": c.action, "unit": c.uid, "reasons": [r.render() for r in c.reasons],
+                     "fields": [msgspec.to_builtins(r) for r in c.reasons if r.text is None],
+                     "blocked": c.blocked, "key": c.key, "recorded_key": c.old_key} for c in plan.changes],
+        "summary": {a: plan.count(a) for a in ("create", "update", "replace", "delete", "unchanged")},
+        "pending": len(plan.pending),
+    }
+
+
+def print_plan(plan: Plan, console: Console, *, show_unchanged: bool = False) -> None:
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    table.add_column("action")
+    table.add_column("unit")
+    table.add_column("why")
+    for c in plan.changes:
+        if c.action == "unchanged" and not show_unchanged:
+            continue
+        why = "; ".join(r.render() for r in c.reasons) or f"key {short(c.key or '')}"
+        if c.blocked:
+            why += f" [bold red](blocked: {c.blocked})[/]"
+        table.add_row(f"[{_STYLE[c.action]}]{c.action}[/]", c.uid, why)
+    if table.row_count:
+        console.print(table)
+    console.print(f"plan: {plan.summary()}")
+
+
+# -- applying -------------------------------------------------------------------------------------
+
+
+def plan_tasks(plan: Plan, graph: Graph, live: dict[str, LiveObject], backend, store: SpecStore,
+               *, replace: bool):
+    from anklume.executor import Task
+
+    tasks: list[Task] = []
+    deleting = [c for c in plan.pending if c.action == "delete"]
+    for change in plan.pending:
+        unit = graph.get(change.uid)
+        obj = live.get(change.uid)
+        if change.action == "delete":
+            assert obj is not None
+            deps = tuple(d.uid for d in deleting
+                         if DELETE_ORDER[live[d.uid].kind] < DELETE_ORDER[obj.kind] and live[d.uid].domain == obj.domain)
+        else:
+            assert unit is not None
+            deps = unit.after
+
+        def run(change: Change = change, unit=unit, obj=obj) -> None:
+            if unit is not None and change.action != "delete":
+                store.put(unit.key, unit.spec)
+            backend.apply(change, unit, obj, replace=replace)
+
+        target = unit.object if unit is not None else (obj.object if obj else change.uid)
+        kind = unit.kind if unit is not None else (obj.kind if obj else "")
+        tasks.append(Task(id=change.uid, run=run, deps=deps, label=f"{change.action} {kind} {target}"))
+    return tasks
+
+
+def apply_plan(plan: Plan, graph: Graph, live: dict[str, LiveObject], backend, store: SpecStore, *,
+               jobs: int, replace: bool, progress=None):
+    from anklume.executor import execute
+
+    tasks = plan_tasks(plan, graph, live, backend, store, replace=replace)
+    return execute(tasks, jobs=jobs, progress=progress)
+
+
+def do_apply(project: Project, infra: Infra, lock: Lock, *, plan_only: bool, as_json: bool, jobs: int = 4,
+             prune: bool = False, replace: bool = False, endpoint: str | None = None,
+             store: SpecStore | None = None, console: Console | None = None) -> int:
+    from anklume.backends.incus_apply import IncusBackend
+    from anklume.executor import make_progress
+
+    out = console or Console(highlight=False)
+    store = store or SpecStore()
+    graph = plan_units(infra, lock)
+    backend = IncusBackend(endpoint)
+    if plan_only:
+        plan, _ = read_plan(graph, backend, store, prune=prune, replace=replace)
+        if as_json:
+            out.print_json(json.dumps(plan_json(plan)))
+        else:
+            print_plan(plan, out)
+        return plan.exit_code
+    with build_lock(project.root):
+        plan, live = read_plan(graph, backend, store, prune=prune, replace=replace)
+        if not plan.pending:
+            for c in plan.changes:
+                if c.action == "delete":
+                    out.print(f"kept {c.uid}: {c.blocked}")
+            if as_json:
+                out.print_json(json.dumps({**plan_json(plan), "results": {}}))
+            else:
+                out.print(f"nothing to do ({len(graph)} units unchanged)")
+            return 0
+        if not as_json:
+            print_plan(plan, out)
+        progress = None if as_json else make_progress(len(plan.pending), out)
+        results = apply_plan(plan, graph, live, backend, store, jobs=jobs, replace=replace, progress=progress)
+    failed = [o for o in results.values() if o.status != "ok"]
+    if as_json:
+        out.print_json(json.dumps({**plan_json(plan), "results": {
+            uid: {"status": o.status, "error": o.error, "seconds": round(o.seconds, 3)} for uid, o in results.items()}}))
+    else:
+        ok = sum(1 for o in results.values() if o.status == "ok")
+        out.print(f"applied {ok} of {len(results)} change(s)"
+                  + (f"; {len(failed)} failed or skipped" if failed else ""))
+        for o in failed:
+            out.print(f"[red]{o.status}[/] {o.id}: {o.error}", highlight=False)
+    return 1 if failed else 0
+
+
+def do_why(project: Project, infra: Infra, lock: Lock, *, unit: str | None = None, as_json: bool = False,
+           endpoint: str | None = None, store: SpecStore | None = None, console: Console | None = None) -> int:
+    """Why each unit (or the one named: ``instance:web`` or just ``web``) would be applied."""
+    from anklume.backends.incus_apply import IncusBackend
+
+    out = console or Console(highlight=False)
+    graph = plan_units(infra, lock)
+    plan, _ = read_plan(graph, IncusBackend(endpoint), store or SpecStore(), prune=False, replace=False)
+    changes = plan.changes
+    if unit is not None:
+        changes = [c for c in changes if c.uid == unit or c.uid.split(":", 1)[1] == unit]
+        if not changes:
+            raise AnklumeError(f"no unit named {unit}", "see `anklume graph` for the unit names")
+    if as_json:
+        out.print_json(json.dumps(plan_json(Plan(changes))))
+        return 0
+    for c in changes:
+        if c.action == "unchanged":
+            out.print(f"{c.uid}: unchanged (recorded key {short(c.old_key or '')} = planned key)")
+            continue
+        out.print(f"{c.uid}: {c.action}" + (f" (blocked: {c.blocked})" if c.blocked else ""))
+        for r in c.reasons:
+            out.print(f"  {r.render()}", highlight=False, markup=False)
+    return 0
+
+
+def do_graph(project: Project, infra: Infra, lock: Lock, *, dot: bool = False, as_json: bool = False,
+             console: Console | None = None) -> int:
+    """The units, their keys and their dependencies (``--dot``: Graphviz)."""
+    out = console or Console(highlight=False)
+    graph = plan_units(infra, lock)
+    if as_json:
+        out.print_json(json.dumps([{"unit": u.uid, "key": u.key, "after": list(u.after),
+                                    "key_deps": list(u.key_deps)} for u in graph]))
+    elif dot:
+        lines = ["digraph anklume {", "  rankdir=LR;"]
+        for u in graph:
+            lines.append(f'  "{u.uid}" [label="{u.uid}\\n{short(u.key)}"];')
+        for u in graph:
+            for dep in u.after:
+                lines.append(f'  "{dep}" -> "{u.uid}";')
+        lines.append("}")
+        sys.stdout.write("\n".join(lines) + "\n") if console is None else out.print("\n".join(lines), markup=False)
+    else:
+        for u in graph:
+            after = f"  after {', '.join(u.after)}" if u.after else ""
+            out.print(f"{u.uid}  {short(u.key)}{after}", markup=False, highlight=False)
+    return 0
