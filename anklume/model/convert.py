@@ -9,7 +9,10 @@ missing keys are named, and each value is checked against its annotated type.
 from __future__ import annotations
 
 import difflib
+import functools
 import re
+import types
+import typing
 from typing import Any
 
 import msgspec
@@ -62,7 +65,7 @@ def convert_struct(raw: Any, cls: type[msgspec.Struct], path: Path_, ctx: Contex
     if not isinstance(raw, dict):
         ctx.add(path, f"expected a mapping, got {describe(raw)}")
         return None
-    info = msgspec.structs.fields(cls)
+    info = _fields(cls)
     by_name = {f.encode_name: f for f in info}
     nested = nested or {}
     values: dict[str, Any] = {}
@@ -75,16 +78,17 @@ def convert_struct(raw: Any, cls: type[msgspec.Struct], path: Path_, ctx: Contex
             ctx.add(path + (key,), "unknown key", hint)
             continue
         if key in nested:
+            before = len(ctx.problems)
             converted = nested[key](value, path + (key,), ctx)
-            if converted is not None or value is None:
-                values[field.name] = converted
+            if converted is not None or len(ctx.problems) == before:
+                values[field.name] = converted  # (None only where null is a valid value)
             elif field.required:
                 complete = False
             continue
-        try:
-            values[field.name] = msgspec.convert(value, field.type, strict=True)
-        except msgspec.ValidationError as exc:
-            _add_msgspec_error(ctx, path + (key,), exc, value)
+        ok, converted = convert_value(value, field.type, path + (key,), ctx)
+        if ok:
+            values[field.name] = converted
+        else:
             complete = complete and not field.required
     for field in info:
         if field.required and field.encode_name not in raw:
@@ -94,35 +98,67 @@ def convert_struct(raw: Any, cls: type[msgspec.Struct], path: Path_, ctx: Contex
     return cls(**values) if complete else None
 
 
-def _add_msgspec_error(ctx: Context, path: Path_, exc: msgspec.ValidationError, value: Any) -> None:
+@functools.cache
+def _fields(cls: type[msgspec.Struct]) -> tuple[msgspec.structs.FieldInfo, ...]:
+    return msgspec.structs.fields(cls)
+
+
+def convert_value(value: Any, typ: Any, path: Path_, ctx: Context) -> tuple[bool, Any]:
+    """``(True, converted)``, or ``(False, None)`` with the problems recorded.
+
+    msgspec names a failing dict entry ``[...]``; the entries of a mapping are
+    checked one by one instead so that each problem names its key.
+    """
+    try:
+        return True, msgspec.convert(value, typ, strict=True)
+    except msgspec.ValidationError as exc:
+        inner = _without_none(typ)
+        if isinstance(value, dict) and typing.get_origin(inner) is dict:
+            value_type = typing.get_args(inner)[1]
+            for key, item in value.items():
+                convert_value(item, value_type, path + (key,), ctx)
+            return False, None
+        ctx.add(path, _message(exc, inner, value))
+        return False, None
+
+
+def _without_none(typ: Any) -> Any:
+    args = typing.get_args(typ)
+    if typing.get_origin(typ) in (typing.Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1:
+            return rest[0]
+    return typ
+
+
+def _message(exc: msgspec.ValidationError, typ: Any, value: Any) -> str:
+    if typing.get_origin(typ) is typing.Literal:
+        choices = " or ".join(repr(c) for c in typing.get_args(typ))
+        return f"must be {choices}, got {describe(value)}"
+    if typing.get_origin(typ) is typing.Annotated:
+        base, *metas = typing.get_args(typ)
+        bounds = [(m.ge, m.le) for m in metas if isinstance(m, msgspec.Meta)]
+        if base is int and bounds and None not in bounds[0]:
+            return f"must be an integer {bounds[0][0]}-{bounds[0][1]}, got {describe(value)}"
     text = str(exc)
     match = _MSGSPEC_AT.search(text)
-    sub = ""
-    if match:
-        sub = match.group("sub")
-        text = text[: match.start()]
-    full = path + _parse_sub(sub)
+    if match:  # an entry of a list inside the value: keep msgspec's words
+        text = text[: match.start()] + f" (at {match.group('sub') or 'the value'})"
     text = text[0].lower() + text[1:] if text else text
     text = text.replace("`", "")
     for name, friendly in _FRIENDLY:
         text = text.replace(name, friendly)
-    if not sub:
-        text += f"; the value is {describe(value)}"
-    ctx.add(full, text)
+    if not match:
+        head, got, _ = text.partition(", got ")
+        text = f"{head}, got {describe(value)}" if got else f"{text}; the value is {describe(value)}"
+    return text
 
 
 _FRIENDLY = (
+    ("bool | int | float | str", "a scalar (string, number or boolean)"),
     ("bool | null", "true or false"), ("array | null", "a list"), ("array", "a list"),
     ("object | null", "a mapping"), ("object", "a mapping"), ("str | null", "a string"),
     ("int | float | str | bool", "a scalar (string, number or boolean)"),
     ("expected bool", "expected true or false"), ("expected int", "expected an integer"),
     ("expected str", "expected a string"),
 )
-
-
-def _parse_sub(sub: str) -> Path_:
-    """msgspec's ``.key[0]`` / ``[...]`` suffix -> path parts (best effort)."""
-    parts: list[str | int] = []
-    for m in re.finditer(r"\.([^.\[]+)|\[(\d+)\]", sub):
-        parts.append(m.group(1) if m.group(1) is not None else int(m.group(2)))
-    return tuple(parts)

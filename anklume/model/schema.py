@@ -94,7 +94,7 @@ class Global(Base):
 class Infra(Base):
     project_name: str
     global_: Global = msgspec.field(name="global")
-    domains: dict[str, Domain] = {}
+    domains: dict[str, Domain]  # required (may be null or empty), as in the original
 
 
 #: Fallback image when neither the machine nor ``global.default_os_image`` names

@@ -10,7 +10,7 @@ import ipaddress
 from anklume.model.convert import Context
 from anklume.model.schema import Infra
 from anklume.model.names import (ANSIBLE_VAR_RE, DEVICE_RE, DOMAIN_RE, MACHINE_RE, PROFILE_RE,
-                                 ROLE_RE, check_model_ref, parse_image_ref)
+                                 ROLE_RE, check_model_ref, parse_image_ref, parse_model_ref)
 
 IFNAMSIZ = 15  # Linux interface names: at most 15 characters
 
@@ -78,13 +78,19 @@ def validate_infra(infra: Infra, ctx: Context) -> None:
                 if not str(vol.get("path", "")).startswith("/"):
                     ctx.add(vpath + ("path",), "the mount path must be absolute", "e.g. /root/.ollama")
             _image(machine.os_image, mpath + ("os_image",), ctx)
+            seen: dict[str, str] = {}  # full name -> the reference as written first
             for i, ref in enumerate(machine.models or []):
                 error = check_model_ref(ref)
                 if error:
                     ctx.add(mpath + ("models", i), f"invalid model reference '{ref}': {error}",
                             "e.g. 'llama3.2:3b' or 'registry.example.org/team/model:tag'")
-            if len(set(machine.models or [])) != len(machine.models or []):
-                ctx.add(mpath + ("models",), "the same model is listed twice")
+                    continue
+                full = str(parse_model_ref(ref))  # 'llama3.2' and 'library/llama3.2:latest' are one model
+                if full in seen:
+                    ctx.add(mpath + ("models", i),
+                            f"the same model is listed twice: '{ref}' is '{seen[full]}'")
+                else:
+                    seen[full] = ref
             for var in (machine.vars or {}):
                 if not ANSIBLE_VAR_RE.match(str(var)):
                     ctx.add(mpath + ("vars", var), f"'{var}' is not a valid Ansible variable name",
@@ -95,6 +101,8 @@ def validate_infra(infra: Infra, ctx: Context) -> None:
 
 
 def _base_subnet(infra: Infra, ctx: Context) -> str | None:
+    if any(p.path == "global.base_subnet" for p in ctx.problems):
+        return None  # not a string (e.g. 172.16 unquoted): the default would flag every IP
     base = infra.global_.base_subnet
     parts = base.split(".")
     if len(parts) != 2 or not all(p.isdigit() and str(int(p)) == p and int(p) <= 255 for p in parts):

@@ -23,8 +23,32 @@ Path_ = tuple[str | int, ...]
 MAX_NODES = 5_000_000
 
 
+#: Deepest nesting of lists and mappings accepted; PyYAML's composer recurses once
+#: per level, so this also keeps a hostile file from exhausting the stack.
+MAX_DEPTH = 100
+
+
+class _TooDeep(yaml.YAMLError):
+    def __init__(self, mark: yaml.Mark):
+        super().__init__()
+        self.problem = f"lists or mappings nested more than {MAX_DEPTH} levels deep"
+        self.problem_mark = mark
+
+
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
 class _Loader(yaml.SafeLoader):
-    pass
+    _depth = 0
+
+    def compose_node(self, parent, index):  # noqa: ANN001 (PyYAML's signature)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _TooDeep(self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 def _fail(file: str, message: str, line: int | None = None, hint: str | None = None) -> InvalidInfra:
@@ -39,27 +63,49 @@ def load_yaml(data: bytes, file: str) -> tuple[dict[str, Any], dict[Path_, int]]
         line = data[: exc.start].count(b"\n") + 1
         raise _fail(file, f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})", line,
                     "save the file as UTF-8") from None
-    loader = _Loader(text)
+    loader = None
     try:
+        loader = _Loader(text)
         node = loader.get_single_node()
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise _fail(file, f"invalid YAML: {problem}", line) from None
+        raise _fail(file, f"invalid YAML: {_yaml_problem(exc)}", _yaml_line(exc, text)) from None
+    except RecursionError:
+        raise _fail(file, "invalid YAML: lists or mappings nested too deep") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if node is None:
         raise _fail(file, "the file is empty", None, "start from one of the files in examples/")
     if not isinstance(node, yaml.MappingNode):
         raise _fail(file, f"the top level must be a mapping of keys, got {_kind(node)}", node.start_mark.line + 1)
-    _check_budget(node, file)
+    if b"*" in data:  # without '*' there is no alias, so nothing can expand
+        _check_budget(node, file)
     marks: dict[Path_, int] = {}
     problems: list[Problem] = []
-    value = _build(node, (), marks, problems, file, _Loader(""))
+    try:
+        value = _build(node, (), marks, problems, file, yaml.SafeLoader(""))
+    except RecursionError:
+        raise _fail(file, "invalid YAML: lists or mappings nested too deep") from None
     if problems:
         raise InvalidInfra(problems=problems)
     return value, marks
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    if isinstance(exc, yaml.reader.ReaderError):
+        char = exc.character
+        code = f"U+{char:04X}" if isinstance(char, int) else repr(char)
+        return f"character {code} is not allowed in YAML"
+    return getattr(exc, "problem", None) or str(exc)
+
+
+def _yaml_line(exc: yaml.YAMLError, text: str) -> int | None:
+    mark = getattr(exc, "problem_mark", None)
+    if mark is not None:
+        return mark.line + 1
+    if isinstance(exc, yaml.reader.ReaderError):
+        return text[: exc.position].count("\n") + 1
+    return None
 
 
 def _kind(node: yaml.Node) -> str:
@@ -109,21 +155,32 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
 def _build(node: yaml.Node, path: Path_, marks: dict[Path_, int], problems: list[Problem],
            file: str, ctor: yaml.SafeLoader) -> Any:
     if isinstance(node, yaml.MappingNode):
-        ctor.flatten_mapping(node)  # YAML merge keys (<<)
-        out: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = ctor.construct_object(key_node) if isinstance(key_node, yaml.ScalarNode) else None
-            if key is None or isinstance(key, (list, dict)):
+        try:
+            merged, explicit = _split_merge(node)
+        except _MergeError as exc:
+            problems.append(Problem(file, dotted(path), f"invalid merge key (<<): {exc}",
+                                    exc.node.start_mark.line + 1))
+            return {}
+        pairs: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+        for key_node, value_node in merged:  # a later pair in this list wins
+            key = _key(key_node)
+            if key is not None:
+                pairs[key] = (key_node, value_node)
+        written: set[str] = set()
+        for key_node, value_node in explicit:  # an explicit key wins over merged ones
+            key = _key(key_node)
+            if key is None:
                 problems.append(Problem(file, dotted(path), "keys must be plain names",
                                         key_node.start_mark.line + 1))
-                continue
-            if not isinstance(key, str):
-                key = str(key) if not isinstance(key, bool) else str(key).lower()
-            if key in out:
+            elif key in written:
                 problems.append(Problem(file, dotted(path + (key,)), "duplicate key",
                                         key_node.start_mark.line + 1,
-                                        f"first defined on line {marks.get(path + (key,))}"))
-                continue
+                                        f"first defined on line {pairs[key][0].start_mark.line + 1}"))
+            else:
+                written.add(key)
+                pairs[key] = (key_node, value_node)
+        out: dict[str, Any] = {}
+        for key, (key_node, value_node) in pairs.items():
             marks[path + (key,)] = key_node.start_mark.line + 1
             out[key] = _build(value_node, path + (key,), marks, problems, file, ctor)
         return out
@@ -133,7 +190,60 @@ def _build(node: yaml.Node, path: Path_, marks: dict[Path_, int], problems: list
             marks[path + (i,)] = child.start_mark.line + 1
             items.append(_build(child, path + (i,), marks, problems, file, ctor))
         return items
-    return ctor.construct_object(node)
+    try:
+        return ctor.construct_object(node)
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
+        problem = _yaml_problem(exc) if isinstance(exc, yaml.YAMLError) else str(exc)
+        mark = getattr(exc, "problem_mark", None) or node.start_mark
+        problems.append(Problem(file, dotted(path), f"invalid value {node.value[:40]!r}: {problem}",
+                                mark.line + 1))
+        return None
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _MergeError(Exception):
+    def __init__(self, message: str, node: yaml.Node):
+        super().__init__(message)
+        self.node = node
+
+
+def _split_merge(node: yaml.MappingNode) -> tuple[list[tuple[yaml.Node, yaml.Node]],
+                                                   list[tuple[yaml.Node, yaml.Node]]]:
+    """(pairs merged in through ``<<``, lowest precedence first; the mapping's own pairs).
+
+    Unlike PyYAML's ``flatten_mapping`` this does not modify the nodes, so an anchored
+    mapping reads the same wherever it is used.  Cycles were refused by the budget check.
+    """
+    merged: list[tuple[yaml.Node, yaml.Node]] = []
+    explicit: list[tuple[yaml.Node, yaml.Node]] = []
+    for key_node, value_node in node.value:
+        if key_node.tag != _MERGE_TAG:
+            explicit.append((key_node, value_node))
+            continue
+        if isinstance(value_node, yaml.MappingNode):
+            sources = [value_node]
+        elif isinstance(value_node, yaml.SequenceNode):
+            sources = list(value_node.value)
+        else:
+            raise _MergeError("expected a mapping or a list of mappings", key_node)
+        for source in reversed(sources):  # the first mapping listed takes precedence
+            if not isinstance(source, yaml.MappingNode):
+                raise _MergeError("expected a mapping or a list of mappings", key_node)
+            sub_merged, sub_explicit = _split_merge(source)
+            merged.extend(sub_merged + sub_explicit)
+    return merged, explicit
+
+
+_NULL_TAG = "tag:yaml.org,2002:null"
+
+
+def _key(node: yaml.Node) -> str | None:
+    """A mapping key as the user wrote it (``no:`` is the name 'no', not false); None if not a name."""
+    if not isinstance(node, yaml.ScalarNode) or node.tag == _NULL_TAG:
+        return None
+    return node.value
 
 
 def dotted(path: Path_) -> str:
