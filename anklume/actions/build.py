@@ -42,4 +42,4 @@ def report_orphans(out: Console, orphans, *, prune_them: bool) -> None:
         if orphan.protected:
             out.print(f"PROTECTED orphan: {orphan.path} ({orphan.reason}); manual removal required")
         else:
-            out.print(f"ORPHAN: {orphan.path} ({orphan.reason}); `anklume build --prune` deletes it")
+            out.print(f"ORPHAN: {orphan.path} ({orphan.reason}); `anklume build --no-apply --prune` deletes it")

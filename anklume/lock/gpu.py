@@ -39,7 +39,7 @@ def assign_gpus(machines: Sequence[str], policy: str, cards: Sequence[Card],
     machines = sorted(machines)
     if machines and not cards:
         raise ResolveError(
-            f"{len(machines)} machine{'s' if len(machines) > 1 else ''} ask for a GPU "
+            f"{len(machines)} machine{'s ask' if len(machines) > 1 else ' asks'} for a GPU "
             f"({', '.join(machines)}) but the host has none",
             "check `anklume gpus`; to lock for another host use --gpu-inventory FILE")
     by_pci = {c.pci: c for c in sorted(cards, key=lambda c: c.pci)}

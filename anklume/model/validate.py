@@ -26,6 +26,9 @@ def validate_infra(infra: Infra, ctx: Context) -> None:
         if not DOMAIN_RE.match(dname):
             ctx.add(dpath, f"Domain '{dname}': invalid name (lowercase alphanumeric + hyphen)",
                     "use lowercase letters, digits and inner hyphens, e.g. 'homelab'")
+        elif dname == "all":
+            ctx.add(dpath, "a domain cannot be named 'all': Ansible's group 'all' holds every host "
+                           "(and group_vars/all.yml is the global file)", "rename the domain")
         elif len(f"net-{dname}") > IFNAMSIZ:
             ctx.add(dpath, f"Domain '{dname}': name too long: the bridge 'net-{dname}' would have "
                            f"{len(dname) + 4} characters, Linux allows {IFNAMSIZ}",
@@ -82,7 +85,7 @@ def validate_infra(infra: Infra, ctx: Context) -> None:
             for i, ref in enumerate(machine.models or []):
                 error = check_model_ref(ref)
                 if error:
-                    ctx.add(mpath + ("models", i), f"invalid model reference '{ref}': {error}",
+                    ctx.add(mpath + ("models", i), f"invalid model reference: {error}",
                             "e.g. 'llama3.2:3b' or 'registry.example.org/team/model:tag'")
                     continue
                 full = str(parse_model_ref(ref))  # 'llama3.2' and 'library/llama3.2:latest' are one model

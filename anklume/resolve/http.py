@@ -29,7 +29,6 @@ import http.client
 import os
 import socket
 import ssl
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -39,6 +38,7 @@ import blake3
 import msgspec
 
 from anklume import __version__
+from anklume.fsio import atomic_write, default_cache_dir  # noqa: F401 (re-exported)
 from anklume.errors import AnklumeError, OfflineMiss, SourceError
 from anklume.resolve.fetched import Fetched, Headers, HttpStatusError
 
@@ -54,15 +54,6 @@ class _IndexEntry(msgspec.Struct, forbid_unknown_fields=True):
     sha256: str
     urls: list[str]
     headers: dict[str, str]
-
-
-def default_cache_dir(env: Mapping[str, str]) -> Path:
-    """``$ANKLUME_CACHE_DIR``, else ``$XDG_CACHE_HOME/anklume``, else ``~/.cache/anklume``."""
-    if env.get("ANKLUME_CACHE_DIR"):
-        return Path(env["ANKLUME_CACHE_DIR"])
-    if env.get("XDG_CACHE_HOME"):
-        return Path(env["XDG_CACHE_HOME"]) / "anklume"
-    return Path.home() / ".cache" / "anklume"
 
 
 class Fetcher:
@@ -194,8 +185,8 @@ class _Cache:
         try:
             blob = self.root / "blobs" / digest
             if not blob.exists():
-                _write_atomic(blob, fetched.body)
-            _write_atomic(self._index_path(key), msgspec.json.encode(entry, order="sorted"))
+                atomic_write(blob, fetched.body)
+            atomic_write(self._index_path(key), msgspec.json.encode(entry, order="sorted"))
         except OSError as err:
             raise AnklumeError(
                 f"cannot write the download cache at {self.root}: {err.strerror or err}",
@@ -203,16 +194,3 @@ class _Cache:
             ) from None
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise

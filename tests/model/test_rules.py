@@ -199,7 +199,7 @@ ADDED = [
          f"{M1}.storage_volumes.data.sise", 21, "unknown key"),
     # -- Ollama models --
     Case("model-too-many-parts", add_to_m1("        models: [a/b/c/d]\n"), f"{M1}.models[0]", 18,
-         "invalid model reference 'a/b/c/d'"),
+         "invalid model reference: model 'a/b/c/d'"),
     Case("model-bad-tag", add_to_m1("        models: ['llama3.2:bad tag']\n"), f"{M1}.models[0]", 18,
          "invalid tag 'bad tag'"),
     Case("model-empty-part", add_to_m1("        models: ['library//x']\n"), f"{M1}.models[0]", 18,

@@ -1,0 +1,260 @@
+"""Put the rendered tree on disk: plan (read and compare), apply (atomic writes),
+find orphans, prune them.
+
+- ``plan_tree`` reads each existing file once and computes its new bytes; files
+  whose bytes would not change are listed apart and never rewritten (their mtime
+  stays), so a no-op build over 20,000 files is a read and a compare each.
+- ``apply_tree`` writes each changed file through a temporary file in the same
+  folder, fsync, then ``os.replace``: a crash leaves the old or the new file,
+  never half of one.
+- Symbolic links are never followed: a managed file or folder that is a link is an
+  error, an orphan that is a link is reported and left alone.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from anklume.errors import AnklumeError
+from anklume.fsio import atomic_write
+from anklume.render.managed import UnmergeableFile, extract_managed, managed_block, merge_managed
+
+#: Folders of the tree; only ``*.yml`` files directly in them are anklume's business.
+TREE_DIRS = ("inventory", "group_vars", "host_vars")
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+_CHUNK = 1 << 20
+
+
+class TreeError(AnklumeError):
+    """A file of the tree cannot be read, merged or written."""
+
+
+@dataclass(frozen=True)
+class FileChange:
+    path: str  # relative to the root: "host_vars/pw-llm.yml"
+    old: str | None  # current text, None when the file does not exist
+    new: str
+
+    @property
+    def created(self) -> bool:
+        return self.old is None
+
+
+@dataclass(frozen=True)
+class TreeChanges:
+    root: Path
+    changed: list[FileChange] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.changed)
+
+
+@dataclass(frozen=True)
+class Orphan:
+    path: Path
+    protected: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    deleted: list[Orphan] = field(default_factory=list)
+    skipped: list[Orphan] = field(default_factory=list)
+
+
+# -- reading ------------------------------------------------------------------------
+
+
+def _read_text(path: Path | str, rel: str) -> str | None:
+    """The file's text, None if it does not exist; never through a symbolic link."""
+    try:
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise TreeError(f"{rel} is a symbolic link; anklume does not follow links",
+                            "replace it by a regular file (or delete it) and build again") from None
+        raise TreeError(f"cannot read {rel}: {exc.strerror}") from None
+    try:
+        chunks = []
+        while chunk := os.read(fd, _CHUNK):
+            chunks.append(chunk)
+    except IsADirectoryError:
+        raise TreeError(f"{rel} is a folder, not a file", "move it aside and build again") from None
+    except OSError as exc:
+        raise TreeError(f"cannot read {rel}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise TreeError(f"{rel} is not UTF-8 text", "save it as UTF-8 and build again") from None
+
+
+def _check_dirs(root: Path, rels: Iterable[str]) -> None:
+    """The folders we write into must be real folders inside the tree, not links."""
+    for sub in sorted({rel.rpartition("/")[0] for rel in rels} - {""}):
+        path = root / sub
+        if path.is_symlink():
+            raise TreeError(f"{sub}/ is a symbolic link; anklume does not write through links",
+                            f"replace {sub}/ by a real folder")
+
+
+def plan_tree(root: Path, rendered: Mapping[str, str]) -> TreeChanges:
+    """Read every target file and compute its new text; nothing is written."""
+    root = Path(root)
+    _check_dirs(root, rendered)
+    changes = TreeChanges(root=root)
+    base = os.fspath(root)
+    for rel, body in rendered.items():
+        sub, _, name = rel.partition("/")
+        if sub not in TREE_DIRS or not name.endswith(".yml") or "/" in name or name.startswith("."):
+            raise TreeError(f"refusing to write {rel!r}: not a file of the Ansible tree")
+        old = _read_text(f"{base}/{rel}", rel)
+        try:
+            new = merge_managed(old, managed_block(body))
+        except UnmergeableFile as exc:
+            raise TreeError(f"{rel}: {exc.message}", exc.hint) from None
+        if new == old:
+            changes.unchanged.append(rel)
+        else:
+            changes.changed.append(FileChange(rel, old, new))
+    return changes
+
+
+# -- writing ------------------------------------------------------------------------
+
+
+def apply_tree(changes: TreeChanges) -> None:
+    """Write every changed file atomically; unchanged files are not touched."""
+    made: set[Path] = set()
+    for change in changes.changed:
+        path = changes.root / change.path
+        try:
+            if path.parent not in made:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                made.add(path.parent)
+            atomic_write(path, change.new.encode("utf-8"))
+        except OSError as exc:
+            raise TreeError(f"cannot write {change.path}: {exc.strerror or exc}") from None
+    for folder in made:
+        _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# -- orphans ------------------------------------------------------------------------
+
+
+def find_orphans(root: Path, rendered: Mapping[str, str]) -> list[Orphan]:
+    """``*.yml`` files in inventory/, group_vars/ (except all.yml) and host_vars/ that
+    the rendered tree does not contain, each with whether it is protected and why.
+
+    A file is protected when its managed section says ``domain_ephemeral: false`` or
+    ``instance_ephemeral: false``; an orphan ``inventory/<d>.yml`` when
+    ``group_vars/<d>.yml`` says so (the original deleted it).  A file without a
+    managed section was not written by anklume and is protected too.
+    """
+    root = Path(root)
+    orphans: list[Orphan] = []
+    for sub in TREE_DIRS:
+        folder = root / sub
+        if folder.is_symlink() or not folder.is_dir():
+            continue
+        with os.scandir(folder) as entries:
+            names = sorted(e.name for e in entries if e.name.endswith(".yml") and not e.is_dir(follow_symlinks=False))
+        for name in names:
+            rel = f"{sub}/{name}"
+            if rel in rendered or rel == "group_vars/all.yml":
+                continue
+            orphans.append(_orphan(root, rel))
+    return orphans
+
+
+def _orphan(root: Path, rel: str) -> Orphan:
+    path = root / rel
+    if path.is_symlink():
+        return Orphan(path, True, "a symbolic link: not followed, remove it by hand")
+    try:
+        text = _read_text(path, rel)
+    except TreeError as exc:
+        return Orphan(path, True, f"cannot read it: {exc.message}")
+    if text is None:
+        return Orphan(path, False, "already gone")
+    section = extract_managed(text)
+    if section is None:
+        return Orphan(path, True, "no managed section: not written by anklume, remove it by hand")
+    sub, _, name = rel.partition("/")
+    if sub == "inventory":
+        # The original read the inventory file itself, which never says; the domain's
+        # group_vars does.
+        group_vars = f"group_vars/{name}"
+        if (root / group_vars).is_symlink():
+            return Orphan(path, True, f"{group_vars} is a symbolic link (not followed)")
+        try:
+            gtext = _read_text(root / group_vars, group_vars)
+        except TreeError as exc:
+            return Orphan(path, True, f"cannot read {group_vars}: {exc.message}")
+        if gtext is None:
+            return Orphan(path, True, f"no {group_vars} says whether the domain was ephemeral")
+        section = extract_managed(gtext)
+        if section is None:
+            return Orphan(path, True, f"{group_vars} has no managed section")
+        protected, why = _protection(section, group_vars, "domain_ephemeral")
+        return Orphan(path, protected, why)
+    key = "domain_ephemeral" if sub == "group_vars" else "instance_ephemeral"
+    protected, why = _protection(section, rel, key)
+    return Orphan(path, protected, why)
+
+
+def _protection(section: str, rel: str, key: str) -> tuple[bool, str]:
+    """Only an explicit ``true`` makes the resource ephemeral, hence deletable; anything
+    else (false, missing, unreadable) keeps it: protection is the default."""
+    try:
+        data = yaml.safe_load(section)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        return True, f"the managed section of {rel} does not parse ({problem})"
+    if not isinstance(data, dict) or key not in data:
+        return True, f"the managed section of {rel} has no {key}"
+    value = data[key]
+    shown = "true" if value is True else "false" if value is False else repr(value)
+    if value is True:
+        return False, f"{rel} says {key}: {shown}"
+    return True, f"{rel} says {key}: {shown}"
+
+
+def prune(orphans: Iterable[Orphan]) -> PruneResult:
+    """Delete the unprotected orphans; protected ones are skipped."""
+    result = PruneResult()
+    for orphan in orphans:
+        if orphan.protected:
+            result.skipped.append(orphan)
+            continue
+        try:
+            os.unlink(orphan.path)
+        except FileNotFoundError:
+            pass
+        result.deleted.append(orphan)
+    return result

@@ -1,0 +1,118 @@
+"""Scale benchmark of the lock and the tree: 250 domains x 40 machines (10,000 machines).
+
+Prints the median of several runs (each a fresh `anklume` process, as a user
+runs it) of:
+  - `anklume lock --check`          (target < 0.5 s)
+  - `anklume lock` with a warm cache (target < 2 s)
+  - `anklume build --no-apply` on an unchanged tree (target < 2 s, writes no file)
+  - peak memory of each (target < 300 MB)
+and, measured in the same run, a straightforward baseline: parse infra.yml with
+yaml.safe_load, render every file with yaml.dump and write it.
+
+    .venv/bin/python bench/lock_scale.py [--domains 250] [--machines 40] [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.synthetic import synthetic_infra  # noqa: E402
+from tests.support.mirror import RecordedMirror  # noqa: E402
+
+BASELINE = r'''
+import sys, yaml
+from pathlib import Path
+class D(yaml.SafeDumper):
+    def increase_indent(self, flow=False, indentless=False):
+        return super().increase_indent(flow, False)
+def dump(d): return yaml.dump(d, Dumper=D, sort_keys=False, default_flow_style=False, allow_unicode=True)
+root = Path(sys.argv[1]); infra = yaml.safe_load((root / "infra.yml").read_text()); g = infra["global"]
+def write(rel, data):
+    p = root / rel; p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text("---\n# === MANAGED BY infra.yml ===\n" + dump(data) + "# === END MANAGED ===\n")
+write("group_vars/all.yml", {"project_name": infra["project_name"], "base_subnet": g["base_subnet"]})
+for d, dom in infra["domains"].items():
+    ms = dom.get("machines") or {}
+    write(f"inventory/{d}.yml", {"all": {"children": {d: {"hosts": {m: {"ansible_host": v.get("ip")} for m, v in ms.items()}}}}})
+    write(f"group_vars/{d}.yml", {"domain_name": d, "domain_description": dom.get("description", ""),
+          "incus_network": {"name": f"net-{d}", "subnet": f"{g['base_subnet']}.{dom['subnet_id']}.0/24"}})
+    for m, v in ms.items():
+        write(f"host_vars/{m}.yml", {"instance_name": m, "instance_domain": d, "instance_ip": v.get("ip"),
+              "instance_config": v.get("config"), "instance_roles": v.get("roles")})
+'''
+
+
+def timed(argv: list[str], env: dict[str, str]) -> tuple[float, int, int]:
+    """(seconds, exit code, peak RSS in MB) of one process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode not in (0,):
+        sys.exit(f"{argv} failed: {proc.stderr.read().decode()}")
+    return elapsed, proc.returncode, usage.ru_maxrss // 1024
+
+
+def tree_mtimes(root: Path) -> dict[str, int]:
+    return {str(p): p.stat().st_mtime_ns for d in ("inventory", "group_vars", "host_vars")
+            for p in (root / d).glob("*.yml")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--domains", type=int, default=250)
+    parser.add_argument("--machines", type=int, default=40)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    anklume = [str(REPO / ".venv" / "bin" / "anklume")]
+    with RecordedMirror() as mirror, tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "proj"
+        root.mkdir()
+        (root / "infra.yml").write_text(synthetic_infra(args.domains, args.machines))
+        env = {**os.environ, **mirror.env(), "ANKLUME_CACHE_DIR": f"{tmp}/cache"}
+        f = ["-f", str(root / "infra.yml")]
+        first_lock = timed(anklume + ["lock", *f], env)
+        first_build = timed(anklume + ["build", *f, "--no-apply"], env)
+        print(f"{args.domains} domains x {args.machines} machines = {args.domains * args.machines} machines, "
+              f"{len(tree_mtimes(root))} files; median of {args.runs} runs, each a new process")
+        print(f"  first lock (cold: parse, validate, resolve)   {first_lock[0]:6.2f} s  {first_lock[2]:4d} MB")
+        print(f"  first build --no-apply (writes every file)    {first_build[0]:6.2f} s  {first_build[2]:4d} MB")
+        before = tree_mtimes(root)
+        rows = {
+            "lock --check": anklume + ["lock", *f, "--check"],
+            "lock (warm cache)": anklume + ["lock", *f],
+            "build --no-apply (no-op)": anklume + ["build", *f, "--no-apply"],
+        }
+        results = {}
+        for label, argv in rows.items():
+            runs = [timed(argv, env) for _ in range(args.runs)]
+            results[label] = (statistics.median(r[0] for r in runs), max(r[2] for r in runs))
+        assert tree_mtimes(root) == before, "a no-op build rewrote files"
+        base_root = Path(tmp) / "baseline"
+        base_root.mkdir()
+        (base_root / "infra.yml").write_text((root / "infra.yml").read_text())
+        base = [timed([sys.executable, "-c", BASELINE, str(base_root)], env) for _ in range(args.runs)]
+        base_s = statistics.median(b[0] for b in base)
+        targets = {"lock --check": 0.5, "lock (warm cache)": 2.0, "build --no-apply (no-op)": 2.0}
+        for label, (secs, mb) in results.items():
+            ok = "ok" if secs < targets[label] and mb < 300 else "MISSED"
+            print(f"  {label:<44} {secs:6.2f} s  {mb:4d} MB   target < {targets[label]} s, < 300 MB: {ok}"
+                  f"   baseline/this = {base_s / secs:5.1f}x")
+        print(f"  baseline: yaml.safe_load + yaml.dump + write every file   {base_s:6.2f} s  "
+              f"{max(b[2] for b in base):4d} MB")
+        print("  no-op build rewrote no file (mtimes unchanged)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""``merge_managed``: only the first managed section is anklume's; every other byte is the user's."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from anklume.render.managed import (MANAGED_BEGIN, MANAGED_END, MANAGED_NOTICE, NEW_FILE_TAIL, V1_NOTICE,
+                                    UnmergeableFile, extract_managed, managed_block, merge_managed)
+
+BLOCK = managed_block("instance_name: m1\ninstance_ephemeral: false\n")
+BLOCK2 = managed_block("instance_name: m1\ninstance_ephemeral: true\ninstance_ip: 10.100.1.3\n")
+
+
+def test_block_layout():
+    assert BLOCK == (f"{MANAGED_BEGIN}\n{MANAGED_NOTICE}\ninstance_name: m1\ninstance_ephemeral: false\n"
+                     f"{MANAGED_END}")
+
+
+def test_new_file():
+    assert merge_managed(None, BLOCK) == f"---\n{BLOCK}\n\n# Your custom variables below:\n"
+    assert NEW_FILE_TAIL == "\n\n# Your custom variables below:\n"
+
+
+def test_existing_section_replaced_rest_kept():
+    before = f"# top comment\n---\n{BLOCK}\n\n# Your custom variables below:\nfoo: 1\nbar: [1, 2]\n"
+    after = merge_managed(before, BLOCK2)
+    assert after == before.replace(BLOCK, BLOCK2)
+    assert yaml.safe_load(after)["foo"] == 1
+
+
+def test_the_originals_notice_is_recognised():
+    v1 = f"---\n{BLOCK.replace(MANAGED_NOTICE, V1_NOTICE)}\n\n# Your custom variables below:\nx: 1\n"
+    assert merge_managed(v1, BLOCK) == f"---\n{BLOCK}\n\n# Your custom variables below:\nx: 1\n"
+
+
+def test_only_the_first_section_is_replaced():
+    before = f"---\n{BLOCK}\nx: 1\n{BLOCK}\n"
+    assert merge_managed(before, BLOCK2) == f"---\n{BLOCK2}\nx: 1\n{BLOCK}\n"
+
+
+def test_backslashes_in_the_block_are_not_regex_escapes():
+    block = managed_block("instance_description: C:\\new\\1 \\g<0>\n")
+    assert block in merge_managed(merge_managed(None, BLOCK), block)
+
+
+@pytest.mark.parametrize("existing", [
+    "---\nfoo: 1\n", "---\n", "---", "--- # a comment\nfoo: 1\n", "# header\n\n---\nfoo: 1\n",
+    "%YAML 1.1\n---\nfoo: 1\n", "---\r\nfoo: 1\r\n",
+])
+def test_no_section_with_a_document_start_gives_one_document(existing):
+    """The original prepended the block *before* the ``---`` (two YAML documents); not here."""
+    merged = merge_managed(existing, BLOCK)
+    docs = list(yaml.safe_load_all(merged))
+    assert len(docs) == 1
+    assert docs[0]["instance_name"] == "m1"
+    if "foo" in existing:
+        assert docs[0]["foo"] == 1
+    head = existing[:existing.index("---") + 3]
+    assert merged.startswith(head)
+
+
+@pytest.mark.parametrize("existing", ["foo: 1\n", "", "# only a comment\n", "foo: 1"])
+def test_no_section_without_a_document_start(existing):
+    merged = merge_managed(existing, BLOCK)
+    assert merged == f"---\n{BLOCK}\n\n{existing}"
+    assert len(list(yaml.safe_load_all(merged))) == 1
+
+
+@pytest.mark.parametrize("existing", [
+    "foo: [\n", "a: \x1f\n", "- a\n- b\n", "{a: 1}\n", "foo: 1\n---\nbar: 2\n", "just a scalar\n", "---\n- a\n", "--- {a: 1}\n",
+    f"# {MANAGED_BEGIN}\nfoo: 1\n",
+])
+def test_files_that_cannot_take_a_section_are_refused(existing):
+    with pytest.raises(UnmergeableFile):
+        merge_managed(existing, BLOCK)
+
+
+def test_extract_managed():
+    text = merge_managed("foo: 1\n", BLOCK)
+    assert extract_managed(text) == BLOCK
+    assert yaml.safe_load(extract_managed(text)) == {"instance_name": "m1", "instance_ephemeral": False}
+    assert extract_managed("foo: 1\n") is None
+    assert extract_managed(f"{MANAGED_BEGIN}\nno end\n") is None
+
+
+# -- properties ---------------------------------------------------------------------
+
+_user_line = st.one_of(
+    st.from_regex(r"[a-z_]{1,10}: [A-Za-z0-9]{0,20}", fullmatch=True),
+    st.text("abc XYZ019:#-_'\"é—{}[]*&!%@`|>", max_size=30).map(lambda s: "# " + s),
+    st.just(""),
+).filter(lambda s: MANAGED_BEGIN not in s and MANAGED_END not in s)
+_user_text = st.lists(_user_line, max_size=8).map(lambda lines: "".join(line + "\n" for line in lines))
+_bodies = st.lists(st.from_regex(r"[a-z_]{1,12}: [a-z0-9.]{1,12}", fullmatch=True), min_size=1, max_size=6).map(
+    lambda lines: "\n".join(lines) + "\n")
+
+
+@settings(max_examples=200, deadline=None)
+@given(before=_user_text, after=_user_text, bodies=st.lists(_bodies, min_size=1, max_size=5))
+def test_user_content_survives_any_number_of_merges(before, after, bodies):
+    text = f"{before}---\n{managed_block(bodies[0])}\n{after}"
+    for body in bodies:
+        text = merge_managed(text, managed_block(body))
+        assert text == f"{before}---\n{managed_block(body)}\n{after}"
+
+
+@settings(max_examples=200, deadline=None)
+@given(existing=st.one_of(st.none(), _user_text, _user_text.map(lambda t: "---\n" + t)), body=_bodies,
+       other=_bodies)
+def test_merge_is_idempotent_and_keeps_user_keys(existing, body, other):
+    once = merge_managed(existing, managed_block(body))
+    assert merge_managed(once, managed_block(body)) == once
+    assert extract_managed(once) == managed_block(body)
+    docs = list(yaml.safe_load_all(once))
+    assert len(docs) == 1
+    if existing:
+        # everything the user wrote is still there, in order, after the section
+        assert once.endswith(existing.removeprefix("---\n"))
+    again = merge_managed(merge_managed(once, managed_block(other)), managed_block(body))
+    assert again == once

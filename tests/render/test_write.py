@@ -1,0 +1,202 @@
+"""Planning, atomic writes, orphans and pruning on a real folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from anklume.render.managed import managed_block, merge_managed
+from anklume.render.tree import render_tree
+from anklume.fsio import atomic_write
+from anklume.render.write import (FileChange, TreeError, apply_tree, find_orphans, plan_tree, prune,
+)
+
+from .conftest import load_example, load_text
+
+
+def build(root: Path, rendered: dict[str, str]):
+    changes = plan_tree(root, rendered)
+    apply_tree(changes)
+    return changes
+
+
+def snapshot_tree(root: Path) -> dict[str, tuple[bytes, int]]:
+    return {p.relative_to(root).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_first_build_creates_everything_and_a_rebuild_changes_nothing(tmp_path):
+    rendered = render_tree(load_example("pro-workstation"), None)
+    first = build(tmp_path, rendered)
+    assert [c.path for c in first.changed] == list(rendered) and all(c.created for c in first.changed)
+    assert first.unchanged == []
+    before = snapshot_tree(tmp_path)
+    again = plan_tree(tmp_path, rendered)
+    assert not again and again.changed == [] and again.unchanged == list(rendered)
+    apply_tree(again)
+    assert snapshot_tree(tmp_path) == before  # same bytes, same mtime_ns: nothing rewritten
+
+
+def test_only_changed_files_are_rewritten_and_user_content_is_kept(tmp_path):
+    rendered = render_tree(load_example("pro-workstation"), None)
+    build(tmp_path, rendered)
+    llm = tmp_path / "host_vars/pw-llm.yml"
+    llm.write_text(llm.read_text() + "ollama_default_model: llama3.2:3b\n")
+    before = snapshot_tree(tmp_path)
+    changed = dict(rendered)
+    changed["host_vars/pw-llm.yml"] = rendered["host_vars/pw-llm.yml"].replace("pw-llm", "pw-llm2", 1)
+    changes = plan_tree(tmp_path, changed)
+    assert [c.path for c in changes.changed] == ["host_vars/pw-llm.yml"]
+    assert changes.changed[0].old == before["host_vars/pw-llm.yml"][0].decode()
+    apply_tree(changes)
+    after = snapshot_tree(tmp_path)
+    assert after["host_vars/pw-llm.yml"][0].decode().endswith(
+        "# Your custom variables below:\nollama_default_model: llama3.2:3b\n")
+    assert "instance_name: pw-llm2\n" in after["host_vars/pw-llm.yml"][0].decode()
+    assert {k: v for k, v in after.items() if k != "host_vars/pw-llm.yml"} == {
+        k: v for k, v in before.items() if k != "host_vars/pw-llm.yml"}
+
+
+def test_atomic_write_leaves_no_temp_file_and_keeps_the_mode(tmp_path):
+    rendered = render_tree(load_example("developer"), None)
+    build(tmp_path, rendered)
+    target = tmp_path / "host_vars/dev-admin.yml"
+    target.chmod(0o600)
+    apply_tree(plan_tree(tmp_path, {"host_vars/dev-admin.yml": "instance_name: x\n"}))
+    assert target.stat().st_mode & 0o777 == 0o600
+    names = [p.name for p in tmp_path.rglob("*")]
+    assert not [n for n in names if n.startswith(".") or "tmp" in n]
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert (tmp_path / "host_vars/dev-runner.yml").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temp_file(tmp_path, monkeypatch):
+    target = tmp_path / "f.yml"
+    target.write_text("old\n")
+
+    def boom(fd):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "fsync", boom)
+    with pytest.raises(OSError):
+        atomic_write(target, b"new\n")
+    assert target.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.yml"]
+
+
+def test_symlinks_are_never_followed(tmp_path):
+    outside = tmp_path / "outside.yml"
+    outside.write_text("secret: 1\n")
+    root = tmp_path / "tree"
+    (root / "host_vars").mkdir(parents=True)
+    (root / "host_vars/m.yml").symlink_to(outside)
+    with pytest.raises(TreeError, match="symbolic link"):
+        plan_tree(root, {"host_vars/m.yml": "instance_name: m\n"})
+    (root / "host_vars/m.yml").unlink()
+    (root / "inventory").symlink_to(tmp_path, target_is_directory=True)
+    with pytest.raises(TreeError, match="symbolic link"):
+        plan_tree(root, {"inventory/d.yml": "all: {}\n"})
+    assert outside.read_text() == "secret: 1\n"
+
+
+def test_an_unmergeable_file_names_its_path(tmp_path):
+    (tmp_path / "host_vars").mkdir()
+    (tmp_path / "host_vars/m.yml").write_text("- a list\n")
+    with pytest.raises(TreeError, match="host_vars/m.yml"):
+        plan_tree(tmp_path, {"host_vars/m.yml": "instance_name: m\n"})
+
+
+def test_an_existing_file_without_a_section_stays_one_document(tmp_path):
+    (tmp_path / "host_vars").mkdir()
+    (tmp_path / "host_vars/m.yml").write_text("---\nmine: 1\n")
+    apply_tree(plan_tree(tmp_path, {"host_vars/m.yml": "instance_name: m\n"}))
+    text = (tmp_path / "host_vars/m.yml").read_text()
+    assert text == f"---\n{managed_block('instance_name: m')}\n\nmine: 1\n"
+
+
+# -- orphans ------------------------------------------------------------------------
+
+TWO_DOMAINS = """
+project_name: p
+global: {}
+domains:
+  keep: {subnet_id: 1, machines: {k1: {}}}
+  prod:
+    subnet_id: 2
+    ephemeral: false
+    machines: {db: {}, scratch: {ephemeral: true}}
+  lab:
+    subnet_id: 3
+    ephemeral: true
+    machines: {t1: {}, t2: {ephemeral: false}}
+"""
+
+
+def test_orphans_protection_and_prune(tmp_path):
+    infra = load_text(TWO_DOMAINS)
+    build(tmp_path, render_tree(infra, None))
+    (tmp_path / "host_vars/notes.txt").write_text("not yml\n")
+    (tmp_path / "host_vars/handmade.yml").write_text("x: 1\n")
+    (tmp_path / "host_vars/broken.yml").write_text(merge_managed(None, managed_block("a: [\n")))
+    (tmp_path / "host_vars/sub").mkdir()
+    (tmp_path / "group_vars/all.yml").write_text("whatever\n")
+    only_keep = load_text("project_name: p\nglobal: {}\ndomains:\n  keep: {subnet_id: 1, machines: {k1: {}}}\n")
+    rendered = render_tree(only_keep, None)
+    orphans = {o.path.relative_to(tmp_path).as_posix(): o for o in find_orphans(tmp_path, rendered)}
+    assert sorted(orphans) == ["group_vars/lab.yml", "group_vars/prod.yml", "host_vars/broken.yml",
+                               "host_vars/db.yml", "host_vars/handmade.yml", "host_vars/scratch.yml",
+                               "host_vars/t1.yml", "host_vars/t2.yml", "inventory/lab.yml", "inventory/prod.yml"]
+    protected = sorted(k for k, o in orphans.items() if o.protected)
+    # protection is the default: only an explicit ephemeral true is deletable; the original
+    # deleted inventory/prod.yml, and files whose managed section does not parse
+    assert protected == ["group_vars/prod.yml", "host_vars/broken.yml", "host_vars/db.yml", "host_vars/handmade.yml",
+                         "host_vars/t2.yml", "inventory/prod.yml"]
+    assert "domain_ephemeral: false" in orphans["inventory/prod.yml"].reason
+    assert "group_vars/prod.yml" in orphans["inventory/prod.yml"].reason
+    assert "does not parse" in orphans["host_vars/broken.yml"].reason
+    assert "instance_ephemeral: true" in orphans["host_vars/t1.yml"].reason
+    result = prune(orphans.values())
+    assert sorted(o.path.relative_to(tmp_path).as_posix() for o in result.deleted) == [
+        "group_vars/lab.yml", "host_vars/scratch.yml", "host_vars/t1.yml", "inventory/lab.yml"]
+    assert sorted(o.path.relative_to(tmp_path).as_posix() for o in result.skipped) == protected
+    for rel in protected + ["host_vars/notes.txt", "host_vars/k1.yml", "group_vars/all.yml"]:
+        assert (tmp_path / rel).exists(), rel
+    for o in result.deleted:
+        assert not o.path.exists()
+
+
+def test_an_orphan_inventory_without_its_group_vars_is_protected(tmp_path):
+    """Nothing says the domain was ephemeral, so the file stays (protection is the default)."""
+    infra = load_text(TWO_DOMAINS)
+    build(tmp_path, render_tree(infra, None))
+    (tmp_path / "group_vars/prod.yml").unlink()
+    rendered = render_tree(load_text("project_name: p\nglobal: {}\ndomains: {}\n"), None)
+    orphans = {o.path.relative_to(tmp_path).as_posix(): o for o in find_orphans(tmp_path, rendered)}
+    assert orphans["inventory/prod.yml"].protected
+    assert "group_vars/prod.yml" in orphans["inventory/prod.yml"].reason
+
+
+def test_orphan_symlinks_are_reported_not_followed(tmp_path):
+    secret = tmp_path / "secret.yml"
+    secret.write_text(merge_managed(None, managed_block("instance_ephemeral: true")))
+    root = tmp_path / "tree"
+    (root / "host_vars").mkdir(parents=True)
+    (root / "host_vars/ghost.yml").symlink_to(secret)
+    (root / "group_vars").symlink_to(tmp_path, target_is_directory=True)
+    orphans = find_orphans(root, {})
+    assert [(o.path.name, o.protected) for o in orphans] == [("ghost.yml", True)]
+    prune(orphans)
+    assert secret.exists() and (root / "host_vars/ghost.yml").is_symlink()
+
+
+def test_file_change_created_flag():
+    assert FileChange("a.yml", None, "x").created and not FileChange("a.yml", "", "x").created
+
+
+@pytest.mark.parametrize("rel", ["../x.yml", "host_vars/../../x.yml", "/etc/x.yml", "site.yml",
+                                 "host_vars/.hidden.yml", "host_vars/a.txt"])
+def test_plan_refuses_paths_outside_the_tree(tmp_path, rel):
+    with pytest.raises(TreeError, match="refusing"):
+        plan_tree(tmp_path, {rel: "a: 1\n"})
