@@ -137,7 +137,7 @@ def test_gpu_machine_on_a_host_without_gpu(project, tmp_path):
     empty.write_text('{"gpu": {"cards": [], "total": 0}}')
     result = project("lock", "--gpu-inventory", str(empty))
     assert result.exit_code == 1
-    assert "ask for a GPU (gw-llm) but the host has none" in result.output
+    assert "asks for a GPU (gw-llm) but the host has none" in result.output
 
 
 def test_exclusive_policy_with_two_gpu_machines_and_one_gpu(project):
