@@ -49,8 +49,9 @@ def dump_reference(data: Any) -> str:
 
 #: PyYAML folds plain and quoted scalars at a space once the column passes 80.
 _BEST_WIDTH = 80
-#: A mapping key of 128 characters or more is written as a complex key (``? key``).
-_MAX_SIMPLE_KEY = 127
+#: PyYAML writes a mapping key as a complex key (``? key``) once the key plus its
+#: tag (``!!str``, 5 characters, counted even when not written) reaches 128.
+_MAX_SIMPLE_KEY = 122
 
 # Words of characters that PyYAML never treats as indicators inside a plain scalar,
 # joined by single ':' or ' ' (so never ': ', ' #', ' :' or a trailing ':'/' ').

@@ -10,6 +10,9 @@
 from __future__ import annotations
 
 import hashlib
+
+import pytest
+from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 from pathlib import Path
 
 from anklume.lock.keys import image_key, is_gpu_machine, iter_machines, needs_ollama
@@ -78,3 +81,16 @@ def make_lock(infra: Infra, *, skip: set[str] = frozenset()) -> Lock:
 
 def model_digest(ref: str) -> str:
     return "sha256:" + fake_sha("manifest", ref)
+
+
+# -- one syrupy snapshot per generated file, byte-for-byte ---------------------------------
+
+
+class YamlFileSnapshot(SingleFileSnapshotExtension):
+    _write_mode = WriteMode.BINARY
+    file_extension = "yml"
+
+
+@pytest.fixture
+def file_snapshot(snapshot):
+    return snapshot.use_extension(YamlFileSnapshot)

@@ -10,7 +10,6 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 
 from anklume.render.managed import MANAGED_NOTICE, V1_NOTICE
 from anklume.render.tree import render_tree
@@ -126,16 +125,6 @@ def test_a_domain_named_all_is_refused_at_load():
 
 
 # -- snapshots: one per file (ids have '/' replaced: syrupy strips it) -------------------------
-
-
-class YamlFileSnapshot(SingleFileSnapshotExtension):
-    _write_mode = WriteMode.BINARY
-    file_extension = "yml"
-
-
-@pytest.fixture
-def file_snapshot(snapshot):
-    return snapshot.use_extension(YamlFileSnapshot)
 
 
 def _example_files() -> list[tuple[str, str]]:

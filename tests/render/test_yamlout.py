@@ -117,3 +117,12 @@ def test_dump_equals_reference_plain_shapes(data):
     text = dump(data)
     assert text == dump_reference(data)
     assert yaml.safe_load(text) == (data or {})
+
+
+@pytest.mark.parametrize("n", range(118, 130))
+@pytest.mark.parametrize("char", ["a", "0", "a b"])
+def test_long_keys_switch_to_complex_keys_exactly_where_pyyaml_does(n, char):
+    """Found by hypothesis: PyYAML counts the key's '!!str' tag towards its 128-character limit."""
+    key = (char * n)[:n]
+    data = {key: None, "x": {key: [key]}}
+    assert dump(data) == dump_reference(data)
