@@ -34,7 +34,6 @@ _REPO = Path(__file__).resolve().parents[2]
 if str(_REPO) not in sys.path:  # `tests.support` importable however pytest is started
     sys.path.insert(0, str(_REPO))
 
-from tests.support.httpserve import StaticHTTPServer  # noqa: E402
 from tests.support.incusd import PrivateIncus, check_prerequisites  # noqa: E402
 from tests.support.procs import SetupError, find_binary  # noqa: E402
 from tests.support.registry import LocalRegistry  # noqa: E402
@@ -117,18 +116,4 @@ def registry():
         _timings["registry start"] = time.monotonic() - t0
         yield reg
 
-
-@pytest.fixture
-def http_serve():
-    servers: list[StaticHTTPServer] = []
-
-    def start(files=None, **kwargs) -> StaticHTTPServer:
-        srv = StaticHTTPServer(files, **kwargs)
-        srv.start()
-        servers.append(srv)
-        return srv
-
-    yield start
-    for srv in servers:
-        srv.stop()
 

@@ -21,24 +21,8 @@ if str(_REPO) not in sys.path:  # `tests.support` importable however pytest is s
     sys.path.insert(0, str(_REPO))
 
 from anklume.resolve.http import Fetcher  # noqa: E402
-from tests.support.httpserve import StaticHTTPServer  # noqa: E402
 
 from .loopback import FakeIncus, Reply, ScriptedServer  # noqa: E402
-
-@pytest.fixture
-def http_serve() -> Iterator:
-    servers: list[StaticHTTPServer] = []
-
-    def start(files: dict[str, bytes], **options) -> StaticHTTPServer:
-        server = StaticHTTPServer(files, **options)
-        server.start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
-
 
 @pytest.fixture
 def fetcher(tmp_path: Path) -> Fetcher:

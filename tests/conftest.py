@@ -1,0 +1,25 @@
+"""Fixtures shared by every test folder."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.httpserve import StaticHTTPServer
+
+
+@pytest.fixture
+def http_serve() -> Iterator:
+    """A factory of loopback HTTP servers (tests.support.httpserve), stopped after the test."""
+    servers: list[StaticHTTPServer] = []
+
+    def start(files=None, **options) -> StaticHTTPServer:
+        server = StaticHTTPServer(files, **options)
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
