@@ -1,9 +1,7 @@
-"""Fixtures for the resolver tests: loopback servers and a fresh cache (data: see data.py).
+"""Fixtures for the resolver tests (data: tests/support/recorded.py).
 
-- `http_serve(files, status=..., delay=...)`: a started `tests.support.httpserve.StaticHTTPServer`
-  on 127.0.0.1 (stopped after the test).
-- `scripted_serve(routes)`: a started `loopback.ScriptedServer` ({path: Reply}), for what
-  StaticHTTPServer cannot answer: redirects and extra response headers.
+- `http_serve(files, status=..., delay=..., redirects=..., response_headers=...)` (tests/conftest.py):
+  a started `tests.support.httpserve.StaticHTTPServer` on 127.0.0.1.
 - `fake_incus(routes)`: a started `loopback.FakeIncus` on a unix socket in tmp_path.
 - `fetcher`: a `Fetcher` with an empty cache in tmp_path and a short timeout.
 """
@@ -22,24 +20,12 @@ if str(_REPO) not in sys.path:  # `tests.support` importable however pytest is s
 
 from anklume.resolve.http import Fetcher  # noqa: E402
 
-from .loopback import FakeIncus, Reply, ScriptedServer  # noqa: E402
+from .loopback import FakeIncus  # noqa: E402
+
 
 @pytest.fixture
 def fetcher(tmp_path: Path) -> Fetcher:
     return Fetcher(cache_dir=tmp_path / "cache", timeout=2.0)
-
-
-@pytest.fixture
-def scripted_serve() -> Iterator:
-    servers: list[ScriptedServer] = []
-
-    def start(routes: dict[str, Reply]) -> ScriptedServer:
-        servers.append(ScriptedServer(routes))
-        return servers[-1]
-
-    yield start
-    for server in servers:
-        server.stop()
 
 
 @pytest.fixture

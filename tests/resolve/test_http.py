@@ -13,7 +13,6 @@ import pytest
 from anklume.errors import AnklumeError, OfflineMiss, SourceError
 from anklume.resolve.http import Fetcher, HttpStatusError, default_cache_dir
 
-from .loopback import Reply
 
 KEY = "https://example.org/streams/v1/index.json"
 BODY = b'{"index": {}}'
@@ -78,8 +77,8 @@ def test_offline_refuses_a_corrupt_blob(http_serve, tmp_path):
         Fetcher(cache_dir=tmp_path, offline=True).fetch("x", key=KEY, source="test")
 
 
-def test_redirects_are_followed_and_recorded(scripted_serve, tmp_path):
-    server = scripted_serve({"/latest": Reply(location="/v1/file"), "/v1/file": Reply(b"data")})
+def test_redirects_are_followed_and_recorded(http_serve, tmp_path):
+    server = http_serve({"/v1/file": b"data"}, redirects={"/latest": "/v1/file"})
     got = Fetcher(cache_dir=tmp_path, timeout=2).fetch(server.url + "/latest", key=KEY, source="test")
     assert got.body == b"data"
     assert got.urls == (server.url + "/latest", server.url + "/v1/file")

@@ -22,7 +22,6 @@ from anklume.resolve.ollama import (
 )
 
 from tests.support.recorded import GEMMA, LLAMA, hermit_digests, sha256sum_txt
-from .loopback import Reply
 
 V0131_AMD64 = "4997753db0c578d24f8fc95d1538741609d72529ab6e913ecbf910ae919b0232"
 RELEASES = "/ollama/ollama/releases"
@@ -118,18 +117,17 @@ def test_release_bare_binary_era(http_serve, fetcher):
     assert pin.url == "https://github.com/ollama/ollama/releases/download/v0.3.6/ollama-linux-arm64"
 
 
-def github_like_mirror(scripted_serve, version: str):
+def github_like_mirror(http_serve, version: str):
     """latest/download/<asset> -> download/v<ver>/<asset> -> a CDN URL naming no version."""
-    cdn = "/release-assets/github-production-release-asset/12345?sp=r&rscd=attachment%3B+filename%3Dsha256sum.txt"
-    return scripted_serve({
-        f"{RELEASES}/latest/download/sha256sum.txt": Reply(location=f"{RELEASES}/download/v{version}/sha256sum.txt"),
-        f"{RELEASES}/download/v{version}/sha256sum.txt": Reply(location=cdn),
-        cdn: Reply(sha256sum_txt(version)),
+    cdn = "/release-assets/github-production-release-asset/12345"
+    return http_serve({cdn: sha256sum_txt(version)}, redirects={
+        f"{RELEASES}/latest/download/sha256sum.txt": f"{RELEASES}/download/v{version}/sha256sum.txt",
+        f"{RELEASES}/download/v{version}/sha256sum.txt": cdn + "?sp=r&rscd=attachment%3B+filename%3Dsha256sum.txt",
     })
 
 
-def test_latest_through_a_redirecting_mirror_then_offline(scripted_serve, tmp_path):
-    server = github_like_mirror(scripted_serve, "0.13.1")
+def test_latest_through_a_redirecting_mirror_then_offline(http_serve, tmp_path):
+    server = github_like_mirror(http_serve, "0.13.1")
     pin = resolve_release(Fetcher(cache_dir=tmp_path, timeout=2), server.url + f"{RELEASES}/download", "latest",
                           "amd64")
     assert (pin.version, pin.sha256) == ("0.13.1", V0131_AMD64)
@@ -140,11 +138,9 @@ def test_latest_through_a_redirecting_mirror_then_offline(scripted_serve, tmp_pa
     assert offline == pin
 
 
-def test_latest_on_a_base_without_download_suffix(scripted_serve, fetcher):
-    server = scripted_serve({
-        "/m/latest/sha256sum.txt": Reply(location="/m/v0.12.10/sha256sum.txt"),
-        "/m/v0.12.10/sha256sum.txt": Reply(sha256sum_txt("0.12.10")),
-    })
+def test_latest_on_a_base_without_download_suffix(http_serve, fetcher):
+    server = http_serve({"/m/v0.12.10/sha256sum.txt": sha256sum_txt("0.12.10")},
+                        redirects={"/m/latest/sha256sum.txt": "/m/v0.12.10/sha256sum.txt"})
     pin = resolve_release(fetcher, server.url + "/m", "latest", "amd64")
     assert pin.version == "0.12.10"
     assert pin.url == "https://github.com/ollama/ollama/releases/download/v0.12.10/ollama-linux-amd64.tgz"
@@ -260,17 +256,18 @@ def test_model_mirror_invariance_and_offline(http_serve, tmp_path):
 
 
 @pytest.mark.parametrize("header", ["Docker-Content-Digest", "Ollama-Content-Digest"])
-def test_agreeing_digest_headers_are_accepted_in_both_forms(header, scripted_serve, fetcher):
+def test_agreeing_digest_headers_are_accepted_in_both_forms(header, http_serve, fetcher):
     hexdigest = hashlib.sha256(GEMMA.read_bytes()).hexdigest()
     value = hexdigest if header.startswith("Ollama") else f"sha256:{hexdigest}"
-    server = scripted_serve({"/v2/library/gemma/manifests/2b": Reply(GEMMA.read_bytes(), headers={header: value})})
+    path = "/v2/library/gemma/manifests/2b"
+    server = http_serve({path: GEMMA.read_bytes()}, response_headers={path: {header: value}})
     assert resolve_model(fetcher, server.url, "gemma:2b").digest == f"sha256:{hexdigest}"
 
 
 @pytest.mark.parametrize("header", ["Docker-Content-Digest", "Ollama-Content-Digest"])
-def test_disagreeing_digest_header_is_a_source_error(header, scripted_serve, fetcher):
-    server = scripted_serve({"/v2/library/gemma/manifests/2b": Reply(GEMMA.read_bytes(),
-                                                                      headers={header: "sha256:" + "0" * 64})})
+def test_disagreeing_digest_header_is_a_source_error(header, http_serve, fetcher):
+    path = "/v2/library/gemma/manifests/2b"
+    server = http_serve({path: GEMMA.read_bytes()}, response_headers={path: {header: "sha256:" + "0" * 64}})
     with pytest.raises(SourceError) as err:
         resolve_model(fetcher, server.url, "gemma:2b")
     assert header.lower() in err.value.message and server.url in err.value.message

@@ -33,6 +33,8 @@ class StaticHTTPServer:
         status: dict[str, int] | None = None,
         delay: float | dict[str, float] | None = None,
         content_types: dict[str, str] | None = None,
+        redirects: dict[str, str] | None = None,
+        response_headers: dict[str, dict[str, str]] | None = None,
     ) -> None:
         self.files: dict[str, bytes] = {}
         self.root: Path | None = None
@@ -43,6 +45,8 @@ class StaticHTTPServer:
         self.status: dict[str, int] = dict(status or {})
         self.delay = delay
         self.content_types = dict(content_types or {})
+        self.redirects = dict(redirects or {})
+        self.response_headers = {k: dict(v) for k, v in (response_headers or {}).items()}
         self.requests: list[str] = []
         self.headers: list[dict[str, str]] = []
         self._lock = threading.Lock()
@@ -129,6 +133,9 @@ def _make_handler(server: StaticHTTPServer):
             if path in server.status:
                 self._send(server.status[path], b"", "text/plain", head)
                 return
+            if path in server.redirects:
+                self._send(302, b"", "text/plain", head, {"Location": server.redirects[path]})
+                return
             body = server._lookup(path)
             if body is None:
                 self._send(404, b"not found\n", "text/plain", head)
@@ -136,13 +143,15 @@ def _make_handler(server: StaticHTTPServer):
             ctype = server.content_types.get(path) or (
                 mimetypes.guess_type(path)[0] or "application/octet-stream"
             )
-            self._send(200, body, ctype, head)
+            self._send(200, body, ctype, head, server.response_headers.get(path))
 
-        def _send(self, code: int, body: bytes, ctype: str, head: bool) -> None:
+        def _send(self, code: int, body: bytes, ctype: str, head: bool, extra: dict | None = None) -> None:
             try:
                 self.send_response(code)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
+                for name, value in (extra or {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
                 if not head:
                     self.wfile.write(body)
