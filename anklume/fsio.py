@@ -8,6 +8,8 @@ import stat
 from collections.abc import Mapping
 from pathlib import Path
 
+from anklume.errors import AnklumeError
+
 TMP_SUFFIX = ".anklume-tmp"
 
 
@@ -48,6 +50,16 @@ def read_or_none(path: Path) -> bytes | None:
         return path.read_bytes()
     except FileNotFoundError:
         return None
+
+
+def read_input(path: Path) -> bytes | None:
+    """A file the user gave (infra.yml, the lock, an inventory): its bytes, None if it does
+    not exist; any other failure (a folder, no permission) is an error naming the file."""
+    try:
+        return read_or_none(path)
+    except OSError as exc:
+        raise AnklumeError(f"{path}: cannot read it ({exc.strerror or exc})",
+                           "check that it is a readable file") from None
 
 
 def default_cache_dir(env: Mapping[str, str]) -> Path:

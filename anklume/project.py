@@ -12,7 +12,7 @@ import msgspec
 
 from anklume import __version__
 from anklume.errors import AnklumeError, StaleLock
-from anklume.fsio import atomic_write, default_cache_dir, read_or_none
+from anklume.fsio import atomic_write, default_cache_dir, read_input, read_or_none
 from anklume.lock.codec import decode_lock, infra_hash
 from anklume.lock.schema import Lock
 from anklume.model.load import load_infra
@@ -34,14 +34,14 @@ class Project:
         return self.root / LOCK_NAME
 
     def load_infra(self) -> Infra:
-        data = read_or_none(self.infra_file)
+        data = read_input(self.infra_file)
         if data is None:
             raise AnklumeError(f"{self.infra_file}: no such file",
                                "run anklume in the directory of your infra.yml, or pass -f PATH")
         return load_infra_memo(data, str(self.infra_file), default_cache_dir(os.environ) / "infra")
 
     def read_lock(self) -> Lock | None:
-        data = read_or_none(self.lock_file)
+        data = read_input(self.lock_file)
         return None if data is None else decode_lock(data, str(self.lock_file))
 
     def fresh_lock(self, infra: Infra) -> Lock:
@@ -66,7 +66,10 @@ def load_infra_memo(data: bytes, file: str, memo_dir: Path) -> Infra:
     """
     key = blake3.blake3(f"anklume-infra-memo\0{__version__}\0".encode() + data).hexdigest()
     path = memo_dir / f"{key}.msgpack"
-    cached = read_or_none(path) if memo_dir.is_dir() else None
+    try:
+        cached = read_or_none(path) if memo_dir.is_dir() else None
+    except OSError:
+        cached = None
     if cached is not None:
         try:
             return msgspec.msgpack.decode(cached, type=Infra)

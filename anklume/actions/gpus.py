@@ -10,14 +10,20 @@ from rich.table import Table
 
 from anklume.resolve.gpus import encode_inventory
 from anklume.resolve.inventory import fetch_inventory
+from anklume.resolve.sources import effective_sources, validated_source
 
 
 def do_gpus(*, as_json: bool, endpoint: str | None) -> int:
-    cards = fetch_inventory(endpoint or os.environ.get("ANKLUME_INCUS") or None)
+    """``--incus``, else ``ANKLUME_INCUS``, else the local socket; each checked before use."""
+    if endpoint:
+        endpoint = validated_source("incus", endpoint, "--incus")
+    else:
+        endpoint = effective_sources({}, os.environ).incus
+    cards = fetch_inventory(endpoint)
     if as_json:
         sys.stdout.buffer.write(encode_inventory(cards))
         return 0
-    out = Console(highlight=False, soft_wrap=True)
+    out = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
     if not cards:
         out.print("no GPU found (emulated display adapters are not counted)")
         return 0

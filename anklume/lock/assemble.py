@@ -10,18 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
+from anklume.errors import ResolveError
 from anklume.lock.codec import infra_hash
 from anklume.lock.gpu import Card, assign_gpus, check_vram, sharing_warnings
-from anklume.lock.keys import (INSTANCE_TYPES, effective_image, image_key, is_gpu_machine, iter_machines,
-                               needs_ollama)
+from anklume.lock.keys import (INSTANCE_TYPES, RELEASE_ARCH, effective_image, image_key, is_gpu_machine,
+                               iter_machines, needs_ollama)
 from anklume.lock.schema import (LOCK_VERSION, ImageLocked, ImageOriginal, ImagePin, Lock, ModelLocked,
                                  ModelOriginal, ModelPin, OllamaLocked, OllamaOriginal, OllamaPin)
 from anklume.model.names import parse_image_ref
 from anklume.model.schema import Infra
 
-RELEASE_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
+T = TypeVar("T")
 
 
 class Resolver(Protocol):
@@ -51,18 +52,28 @@ class Requirements:
     models: list[str] = field(default_factory=list)
     gpu_machines: list[str] = field(default_factory=list)
     machine_models: dict[str, list[str]] = field(default_factory=dict)
+    #: ("image", key) / ("model", ref) / ("ollama", "") -> the infra.yml key path that
+    #: first asks for it, so a pin that cannot be resolved is reported where it is written.
+    where: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
 def requirements(infra: Infra) -> Requirements:
     req = Requirements()
     arch = infra.global_.architecture
-    for _d, domain, mname, machine in iter_machines(infra):
+    for dname, domain, mname, machine in iter_machines(infra):
+        mpath = f"domains.{dname}.machines.{mname}"
         remote, alias, _ = parse_image_ref(effective_image(infra, machine))
-        req.images[image_key(infra, machine)] = ImageOriginal(
+        key = image_key(infra, machine)
+        req.images[key] = ImageOriginal(
             remote=remote, alias=alias, architecture=arch, type=INSTANCE_TYPES[machine.type])
+        req.where.setdefault(("image", key), f"{mpath}.os_image" if machine.os_image else
+                             "global.default_os_image" if infra.global_.default_os_image else
+                             f"{mpath} (no os_image: the default {effective_image(infra, machine)})")
         if needs_ollama(machine):
             req.ollama = OllamaOriginal(version=infra.global_.ollama.version, architecture=RELEASE_ARCH[arch])
-        for ref in machine.models or []:
+            req.where.setdefault(("ollama", ""), f"global.ollama.version (needed by {mpath})")
+        for i, ref in enumerate(machine.models or []):
+            req.where.setdefault(("model", ref), f"{mpath}.models[{i}]")
             if ref not in req.models:
                 req.models.append(ref)
         if machine.models:
@@ -72,41 +83,56 @@ def requirements(infra: Infra) -> Requirements:
     return req
 
 
-def known_pin_names(lock: Lock) -> set[str]:
-    """Every name ``--update`` accepts for this lock."""
-    names = set(lock.images) | {f"{p.original.remote}:{p.original.alias}" for p in lock.images.values()}
-    names |= set(lock.models) | set(lock.gpus)
-    if lock.ollama is not None:
+def known_pin_names(lock: Lock | None, infra: Infra) -> set[str]:
+    """Every name ``--update`` accepts: the pins of ``lock`` and those ``infra`` needs
+    (a pin that is new is resolved anyway, but naming it is not a mistake)."""
+    req = requirements(infra)
+    lock = lock or Lock(version=LOCK_VERSION, infra_hash="")
+    originals = [p.original for p in lock.images.values()] + list(req.images.values())
+    names = set(lock.images) | set(req.images) | {f"{o.remote}:{o.alias}" for o in originals}
+    names |= set(lock.models) | set(req.models) | set(lock.gpus) | set(req.gpu_machines)
+    if lock.ollama is not None or req.ollama is not None:
         names.add("ollama")
-    if lock.gpus:
+    if lock.gpus or req.gpu_machines:
         names.add("gpus")
     return names
 
 
 def lock_infra(infra: Infra, old: Lock | None, resolver: Resolver, update: Update = Update(),
-               warn: Callable[[str], None] = lambda _msg: None) -> Lock:
+               warn: Callable[[str], None] = lambda _msg: None, file: str = "infra.yml") -> Lock:
+    """The new lock.  A pin that cannot be resolved raises the resolver's error, prefixed
+    with ``file`` and the key path that asks for the pin."""
     req = requirements(infra)
     old = old or Lock(version=LOCK_VERSION, infra_hash="")
+
+    def resolve(kind: str, name: str, ask: Callable[[], T]) -> T:
+        try:
+            return ask()
+        except ResolveError as exc:
+            raise type(exc)(f"{file}: {req.where[kind, name]}: {exc.message}", exc.hint) from None
 
     images: dict[str, ImagePin] = {}
     for key, original in sorted(req.images.items()):
         pin = old.images.get(key)
         short = f"{original.remote}:{original.alias}"
         if pin is None or pin.original != original or update.wants(key, short):
-            pin = ImagePin(original=original, locked=resolver.image(original))
+            pin = ImagePin(original=original,
+                           locked=resolve("image", key, lambda o=original: resolver.image(o)))
         images[key] = pin
 
     ollama = None
     if req.ollama is not None:
         ollama = old.ollama
         if ollama is None or ollama.original != req.ollama or update.wants("ollama"):
-            ollama = OllamaPin(original=req.ollama, locked=resolver.ollama(req.ollama))
+            wanted = req.ollama
+            ollama = OllamaPin(original=wanted, locked=resolve("ollama", "", lambda: resolver.ollama(wanted)))
 
     models: dict[str, ModelPin] = {}
     for ref in sorted(req.models):
         pin = old.models.get(ref)
         if pin is None or update.wants(ref):
-            pin = ModelPin(original=ModelOriginal(ref=ref), locked=resolver.model(ref))
+            pin = ModelPin(original=ModelOriginal(ref=ref),
+                           locked=resolve("model", ref, lambda r=ref: resolver.model(r)))
         models[ref] = pin
 
     policy = infra.global_.gpu_policy

@@ -34,7 +34,9 @@ def assign_gpus(machines: Sequence[str], policy: str, cards: Sequence[Card],
                 old: Mapping[str, GpuPin], keep: set[str]) -> dict[str, GpuPin]:
     """Return the GPU pins of ``machines``.
 
-    ``keep``: machines whose old pin may be kept (not named by ``--update``).
+    ``keep``: machines whose old pin may be kept (not named by ``--update``).  A kept
+    pin is returned unchanged, even if the card now in its slot differs (the pin says
+    which card the lock was made for; ``--update`` re-reads it).
     """
     machines = sorted(machines)
     if machines and not cards:
@@ -45,12 +47,14 @@ def assign_gpus(machines: Sequence[str], policy: str, cards: Sequence[Card],
     by_pci = {c.pci: c for c in sorted(cards, key=lambda c: c.pci)}
     users: dict[str, list[str]] = {pci: [] for pci in by_pci}
     chosen: dict[str, str] = {}
+    kept: dict[str, GpuPin] = {}
     for m in machines:
         pin = old.get(m)
         if m in keep and pin is not None and pin.original.policy == policy and pin.locked.pci in by_pci:
             if policy == "shared" or not users[pin.locked.pci]:
                 chosen[m] = pin.locked.pci
                 users[pin.locked.pci].append(m)
+                kept[m] = pin  # byte-for-byte: a kept pin is not re-read from the card now there
     pending = [m for m in machines if m not in chosen]
     if policy == "exclusive":
         free = [pci for pci in by_pci if not users[pci]]
@@ -66,7 +70,8 @@ def assign_gpus(machines: Sequence[str], policy: str, cards: Sequence[Card],
             pci = min(by_pci, key=lambda p: (len(users[p]), p))
             chosen[m] = pci
             users[pci].append(m)
-    return {m: GpuPin(original=GpuOriginal(machine=m, policy=policy), locked=pin_card(by_pci[chosen[m]]))
+    return {m: kept.get(m) or GpuPin(original=GpuOriginal(machine=m, policy=policy),
+                                     locked=pin_card(by_pci[chosen[m]]))
             for m in machines}
 
 

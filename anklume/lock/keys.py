@@ -11,6 +11,8 @@ from anklume.model.names import parse_image_ref
 from anklume.model.schema import DEFAULT_OS_IMAGE, Domain, Infra, Machine
 
 INSTANCE_TYPES = {"lxc": "container", "vm": "virtual-machine"}
+#: Ollama release asset names of the Incus architectures (``global.architecture``).
+RELEASE_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 
 
 def iter_machines(infra: Infra) -> Iterator[tuple[str, Domain, str, Machine]]:

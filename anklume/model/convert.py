@@ -106,19 +106,25 @@ def _fields(cls: type[msgspec.Struct]) -> tuple[msgspec.structs.FieldInfo, ...]:
 def convert_value(value: Any, typ: Any, path: Path_, ctx: Context) -> tuple[bool, Any]:
     """``(True, converted)``, or ``(False, None)`` with the problems recorded.
 
-    msgspec names a failing dict entry ``[...]``; the entries of a mapping are
-    checked one by one instead so that each problem names its key.
+    msgspec names a failing dict entry ``[...]`` and a list item ``[i]`` in its own
+    words; the entries of a mapping and the items of a list are checked one by one
+    instead, so that each problem names its key path (``roles[1]``) and its line.
     """
     try:
         return True, msgspec.convert(value, typ, strict=True)
     except msgspec.ValidationError as exc:
         inner = _without_none(typ)
+        before = len(ctx.problems)
         if isinstance(value, dict) and typing.get_origin(inner) is dict:
             value_type = typing.get_args(inner)[1]
             for key, item in value.items():
                 convert_value(item, value_type, path + (key,), ctx)
-            return False, None
-        ctx.add(path, _message(exc, inner, value))
+        elif isinstance(value, list) and typing.get_origin(inner) is list:
+            item_type = typing.get_args(inner)[0]
+            for i, item in enumerate(value):
+                convert_value(item, item_type, path + (i,), ctx)
+        if len(ctx.problems) == before:  # not an entry's problem: the value's own
+            ctx.add(path, _message(exc, inner, value))
         return False, None
 
 

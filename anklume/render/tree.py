@@ -1,9 +1,9 @@
 """``render_tree``: Infra (+ Lock) -> the managed YAML of every file of the Ansible tree.
 
 Without a lock the output is the original generator's (AnKLuMe v1 at b859608),
-key for key and byte for byte.  With a lock, each ``host_vars`` file gains the
-pins the machine needs, as keys *after* the original ones, then the machine's
-``vars``.  Pure: no I/O.
+key for key and byte for byte, plus the machines' ``vars`` (a key the original
+lacks).  With a lock, each ``host_vars`` file gains the pins the machine needs,
+as keys *after* the original ones, then the machine's ``vars``.  Pure: no I/O.
 """
 
 from __future__ import annotations

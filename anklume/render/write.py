@@ -73,8 +73,10 @@ class PruneResult:
 # -- reading ------------------------------------------------------------------------
 
 
-def _read_text(path: Path | str, rel: str) -> str | None:
-    """The file's text, None if it does not exist; never through a symbolic link."""
+def read_tree_file(path: Path | str, rel: str) -> str | None:
+    """The text of the tree file ``rel`` at ``path``, None if it does not exist; never
+    through a symbolic link.  Any other problem (a link, a folder, unreadable, not UTF-8)
+    is a ``TreeError`` naming ``rel``."""
     try:
         fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
     except FileNotFoundError:
@@ -120,7 +122,7 @@ def plan_tree(root: Path, rendered: Mapping[str, str]) -> TreeChanges:
         sub, _, name = rel.partition("/")
         if sub not in TREE_DIRS or not name.endswith(".yml") or "/" in name or name.startswith("."):
             raise TreeError(f"refusing to write {rel!r}: not a file of the Ansible tree")
-        old = _read_text(f"{base}/{rel}", rel)
+        old = read_tree_file(f"{base}/{rel}", rel)
         try:
             new = merge_managed(old, managed_block(body))
         except UnmergeableFile as exc:
@@ -171,10 +173,12 @@ def find_orphans(root: Path, rendered: Mapping[str, str]) -> list[Orphan]:
     """``*.yml`` files in inventory/, group_vars/ (except all.yml) and host_vars/ that
     the rendered tree does not contain, each with whether it is protected and why.
 
-    A file is protected when its managed section says ``domain_ephemeral: false`` or
-    ``instance_ephemeral: false``; an orphan ``inventory/<d>.yml`` when
-    ``group_vars/<d>.yml`` says so (the original deleted it).  A file without a
-    managed section was not written by anklume and is protected too.
+    Protection is the default: an orphan is unprotected (``--prune`` may delete it) only
+    when its managed section says ``instance_ephemeral: true`` (host_vars) or
+    ``domain_ephemeral: true`` (group_vars); an orphan ``inventory/<d>.yml`` only when
+    ``group_vars/<d>.yml`` says so (the original deleted it whatever the domain).  A
+    missing key, a section that does not parse, a file without a managed section (not
+    written by anklume) or a link is protected.
     """
     root = Path(root)
     orphans: list[Orphan] = []
@@ -197,7 +201,7 @@ def _orphan(root: Path, rel: str) -> Orphan:
     if path.is_symlink():
         return Orphan(path, True, "a symbolic link: not followed, remove it by hand")
     try:
-        text = _read_text(path, rel)
+        text = read_tree_file(path, rel)
     except TreeError as exc:
         return Orphan(path, True, f"cannot read it: {exc.message}")
     if text is None:
@@ -213,7 +217,7 @@ def _orphan(root: Path, rel: str) -> Orphan:
         if (root / group_vars).is_symlink():
             return Orphan(path, True, f"{group_vars} is a symbolic link (not followed)")
         try:
-            gtext = _read_text(root / group_vars, group_vars)
+            gtext = read_tree_file(root / group_vars, group_vars)
         except TreeError as exc:
             return Orphan(path, True, f"cannot read {group_vars}: {exc.message}")
         if gtext is None:
@@ -256,5 +260,8 @@ def prune(orphans: Iterable[Orphan]) -> PruneResult:
             os.unlink(orphan.path)
         except FileNotFoundError:
             pass
+        except OSError as exc:
+            raise TreeError(f"cannot delete the orphan {orphan.path}: {exc.strerror or exc}",
+                            "check the folder's permissions, or remove it by hand") from None
         result.deleted.append(orphan)
     return result

@@ -38,7 +38,7 @@ import blake3
 import msgspec
 
 from anklume import __version__
-from anklume.fsio import atomic_write, default_cache_dir  # noqa: F401 (re-exported)
+from anklume.fsio import atomic_write, default_cache_dir
 from anklume.errors import AnklumeError, OfflineMiss, SourceError
 from anklume.resolve.fetched import Fetched, Headers, HttpStatusError
 

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Annotated
 import msgspec
 
 from anklume.errors import ResolveError, SourceError
+from anklume.lock.keys import RELEASE_ARCH
 from anklume.lock.schema import ModelBlob, ModelLocked, OllamaLocked
 from anklume.model.names import ModelName, parse_model_ref
 from anklume.resolve.fetched import Fetched, HttpStatusError
@@ -45,9 +46,6 @@ if TYPE_CHECKING:
 # -- releases ------------------------------------------------------------------------------
 
 CANONICAL_LATEST = CANONICAL_OLLAMA_RELEASES.removesuffix("/download") + "/latest/download/sha256sum.txt"
-
-#: Ollama's own architecture names, from the Incus/kernel ones.
-_RELEASE_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 
 _SUM_LINE = re.compile(r"([0-9a-fA-F]{64}) [ *](\S.*)")
 _VERSION = re.compile(r"[0-9]+(\.[0-9]+)*(-[0-9A-Za-z.]+)?")
@@ -79,7 +77,7 @@ def parse_sha256sum(text: str, *, source: str = "sha256sum.txt") -> dict[str, st
 
 def release_arch(arch: str) -> str:
     """Ollama's name for ``arch`` (``x86_64`` -> ``amd64``), validated."""
-    name = _RELEASE_ARCH.get(arch, arch)
+    name = RELEASE_ARCH.get(arch, arch)
     if not _ARCH.fullmatch(name):
         raise ResolveError(f"Ollama architecture {arch!r} is not a name like amd64 or arm64")
     return name

@@ -13,10 +13,11 @@ from pathlib import Path
 import msgspec
 
 from anklume.errors import AnklumeError, OfflineMiss
+from anklume.fsio import default_cache_dir, read_input
 from anklume.lock.schema import ImageLocked, ImageOriginal, ModelLocked, OllamaLocked, OllamaOriginal
 from anklume.model.schema import Infra
 from anklume.resolve.gpus import GpuCard, join_inventory, parse_inventory_file, parse_nvidia_smi_csv
-from anklume.resolve.http import Fetcher, default_cache_dir
+from anklume.resolve.http import Fetcher
 from anklume.resolve.ollama import resolve_model, resolve_release
 from anklume.resolve.simplestreams import resolve_image, resolve_local_image
 from anklume.resolve.sources import effective_sources
@@ -75,7 +76,7 @@ class LiveResolver:
 
 
 def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise AnklumeError(f"{path}: cannot read ({exc.strerror})") from None
+    data = read_input(path)
+    if data is None:
+        raise AnklumeError(f"{path}: no such file")
+    return data

@@ -62,13 +62,13 @@ def effective_sources(configured: Mapping[str, str | None], env: Mapping[str, st
     chosen: dict[str, str] = {}
     for field, var in ENV_VARS.items():
         if env.get(var):
-            chosen[field] = _validated(field, env[var], f"environment variable {var}")
+            chosen[field] = validated_source(field, env[var], f"environment variable {var}")
         elif configured.get(field):
-            chosen[field] = _validated(field, configured[field], f"global.sources.{field}")
+            chosen[field] = validated_source(field, configured[field], f"global.sources.{field}")
     return Sources(**chosen)
 
 
-def _validated(field: str, value: str, origin: str) -> str:
+def validated_source(field: str, value: str, origin: str) -> str:
     """``value`` without trailing slashes, or an error naming where it came from."""
     value = value.strip().rstrip("/")
     if field == "incus":

@@ -182,3 +182,45 @@ def test_build_and_verify_refuse_a_stale_lock(project):
         assert result.exit_code == 1
         assert "is stale" in result.output and "anklume lock" in result.output
     assert not (project.root / "host_vars").exists()
+
+
+def test_update_accepts_a_pin_that_infra_yml_needs_but_the_lock_lacks(project):
+    project("lock", *GPU_ARGS)
+    infra = project.root / "infra.yml"
+    infra.write_text(infra.read_text().replace("          - gemma:2b\n", "          - gemma:2b\n          - llama3.2:1b\n"))
+    result = project("lock", "--update", "llama3.2:1b")
+    assert "no pin named" not in result.output
+    assert "llama3.2:1b" in result.output  # resolved (the recorded registry has no such tag)
+
+
+def test_update_names_are_checked_without_a_lock_too(project):
+    result = project("lock", *GPU_ARGS, "--update", "gemma:7b")
+    assert result.exit_code == 1
+    assert "no pin named gemma:7b" in result.output
+    assert not (project.root / "anklume.lock").exists()
+
+
+def test_check_with_update_is_refused(project):
+    project("lock", *GPU_ARGS)
+    result = project("lock", "--check", "--update")
+    assert result.exit_code == 1
+    assert "cannot be combined" in result.output
+
+
+def test_a_pin_that_cannot_be_resolved_names_the_file_and_key_path(project):
+    infra = project.root / "infra.yml"
+    infra.write_text(infra.read_text().replace("          - gemma:2b\n", "          - gemma:2b\n          - gemma:404\n"))
+    result = project("lock", *GPU_ARGS)
+    assert result.exit_code == 1
+    assert "error: infra.yml: domains.homelab.machines.gw-llm.models[2]: model gemma:404" in result.output
+    assert not (project.root / "anklume.lock").exists()
+
+
+def test_a_reformatted_lock_is_rewritten_in_its_canonical_bytes(project, mirror):
+    project("lock", *GPU_ARGS)
+    canonical = project.lock_bytes
+    (project.root / "anklume.lock").write_text(json.dumps(json.loads(canonical)))
+    mirror.requests.clear()
+    result = project("lock")
+    assert result.exit_code == 0, result.output
+    assert project.lock_bytes == canonical and mirror.requests == []

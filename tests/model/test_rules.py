@@ -162,8 +162,10 @@ ADDED = [
          "expected a list, got a string ('default')"),
     Case("roles-not-a-list", edit("[base_system]", "base_system"), f"{M1}.roles", 17,
          "expected a list, got a string ('base_system')"),
-    Case("roles-entry-not-a-string", edit("[base_system]", "[base_system, {x: 1}]"), f"{M1}.roles", 17,
-         "expected a string"),
+    Case("roles-entry-not-a-string", edit("[base_system]", "[base_system, {x: 1}]"), f"{M1}.roles[1]", 17,
+         "expected a string, got a mapping"),
+    Case("roles-two-bad-entries", edit("roles: [base_system]", "roles:\n          - 1\n          - [b]"),
+         f"{M1}.roles[1]", 19, "expected a string, got a list", count=2),
     # -- wrong shapes --
     Case("config-value-null", edit('security.nesting: "true"', "security.nesting:"),
          "domains.admin.profiles.nesting.config.security.nesting", 12,

@@ -200,3 +200,19 @@ def test_file_change_created_flag():
 def test_plan_refuses_paths_outside_the_tree(tmp_path, rel):
     with pytest.raises(TreeError, match="refusing"):
         plan_tree(tmp_path, {rel: "a: 1\n"})
+
+
+def test_an_orphan_that_cannot_be_deleted_is_an_error_naming_it(tmp_path, monkeypatch):
+    from anklume.render.write import Orphan
+
+    path = tmp_path / "host_vars" / "old.yml"
+    path.parent.mkdir()
+    path.write_text("x: 1\n")
+
+    def refuse(_path):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "unlink", refuse)
+    with pytest.raises(TreeError) as err:
+        prune([Orphan(path, False, "ephemeral")])
+    assert str(path) in err.value.message and "Permission denied" in err.value.message

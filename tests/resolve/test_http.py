@@ -11,7 +11,8 @@ import blake3
 import pytest
 
 from anklume.errors import AnklumeError, OfflineMiss, SourceError
-from anklume.resolve.http import Fetcher, HttpStatusError, default_cache_dir
+from anklume.fsio import default_cache_dir
+from anklume.resolve.http import Fetcher, HttpStatusError
 
 
 KEY = "https://example.org/streams/v1/index.json"

@@ -53,3 +53,16 @@ def test_invalid_sources_are_refused_naming_their_origin(configured, env, names)
     with pytest.raises(SourceError) as err:
         effective_sources(configured, env)
     assert names in err.value.message
+
+
+def test_gpus_checks_its_endpoint_before_asking_it():
+    from click.testing import CliRunner
+
+    from anklume.cli import main
+
+    result = CliRunner().invoke(main, ["gpus", "--incus", "foo"])
+    assert result.exit_code == 1
+    assert "--incus: 'foo' is not an absolute unix socket path" in result.output
+    result = CliRunner().invoke(main, ["gpus"], env={"ANKLUME_INCUS": "bar"})
+    assert result.exit_code == 1
+    assert "environment variable ANKLUME_INCUS: 'bar'" in result.output

@@ -1,0 +1,66 @@
+"""``anklume verify`` on a tree whose files were tampered with: a readable diff, and a
+clear error (no traceback) for a file it cannot or will not read."""
+
+from __future__ import annotations
+
+import shutil
+
+from click.testing import CliRunner
+
+from anklume.cli import main
+from tests.support.lockfiles import EXAMPLES, LOCKFILES
+
+
+def _built(root):
+    shutil.copy(EXAMPLES / "gpu-workstation" / "infra.yml", root / "infra.yml")
+    shutil.copy(LOCKFILES / "gpu-workstation.lock", root / "anklume.lock")
+    assert CliRunner().invoke(main, ["build", "-f", str(root / "infra.yml"), "--no-apply"]).exit_code == 0
+    return root
+
+
+def _verify(root):
+    return CliRunner().invoke(main, ["verify", "-f", str(root / "infra.yml")])
+
+
+def test_a_difference_on_the_last_managed_line_keeps_the_diff_and_summary_apart(tmp_path):
+    root = _built(tmp_path)
+    path = root / "host_vars" / "gw-webui.yml"
+    path.write_text(path.read_text().replace("http://10.100.3.10:11434", "http://x:1"))
+    result = _verify(root)
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert " # === END MANAGED ===" in lines
+    assert "verify: 1 of 14 generated file(s) differ from the lock" in lines
+
+
+def test_a_generated_path_that_is_a_folder_or_a_link_is_an_error_not_a_traceback(tmp_path):
+    root = _built(tmp_path)
+    path = root / "host_vars" / "gw-perso.yml"
+    path.unlink()
+    path.mkdir()
+    result = _verify(root)
+    assert result.exit_code == 1
+    assert "host_vars/gw-perso.yml is a folder" in result.output and "Traceback" not in result.output
+    path.rmdir()
+    path.symlink_to(root / "host_vars" / "gw-dev.yml")
+    result = _verify(root)
+    assert result.exit_code == 1
+    assert "host_vars/gw-perso.yml is a symbolic link" in result.output
+
+
+def test_names_are_printed_as_they_are_not_as_console_markup(tmp_path):
+    root = _built(tmp_path)
+    (root / "host_vars" / "[bold]old.yml").write_text("a: 1\n")
+    result = CliRunner().invoke(main, ["build", "-f", str(root / "infra.yml"), "--no-apply"])
+    assert result.exit_code == 0
+    assert "host_vars/[bold]old.yml" in result.output
+
+
+def test_an_unreadable_lock_names_the_file(tmp_path):
+    root = _built(tmp_path)
+    (root / "anklume.lock").unlink()
+    (root / "anklume.lock").mkdir()
+    for command in (["verify"], ["lock", "--check"]):
+        result = CliRunner().invoke(main, [command[0], "-f", str(root / "infra.yml"), *command[1:]])
+        assert result.exit_code == 1
+        assert "anklume.lock: cannot read it" in result.output and "Traceback" not in result.output
