@@ -8,7 +8,9 @@
 #                   from a recorded H200 inventory, since this host has none)
 #   anklume build --no-apply
 #   anklume verify
-# then shows that a second lock and build change nothing.
+# then shows that a second lock and build change nothing; finally builds
+# examples/quickstart into a private incusd in a network namespace and runs
+# `anklume verify --live` on it (scripts/demo_incus.py).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
@@ -42,4 +44,9 @@ step anklume lock --check;       ank lock --check
 step anklume build --no-apply;   ank build --no-apply
 cmp "$project/anklume.lock" lockfiles/gpu-workstation.lock \
     && echo "demo: the lock is byte-identical to the committed lockfiles/gpu-workstation.lock"
-printf '\ndemo: done; the project is in %s\n' "$project"
+printf '\ndemo: the tree part is done; the project is in %s\n' "$project"
+
+# Then the Incus part: examples/quickstart built for real into a private incusd.
+cleanup
+mirror_pid=""
+.venv/bin/python scripts/demo_incus.py

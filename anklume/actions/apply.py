@@ -20,6 +20,7 @@ from typing import Any
 
 import msgspec
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from anklume.errors import AnklumeError
@@ -31,8 +32,6 @@ from anklume.units.graph import Graph, plan_units
 from anklume.units.key import canonical, short
 from anklume.units.plan import Change, LiveObject, Plan, plan_changes
 from anklume.units.unit import DELETE_ORDER
-
-BUILD_LOCK_NAME = ".anklume-build.lock"
 
 
 class SpecStore:
@@ -68,18 +67,16 @@ class BuildBusy(AnklumeError):
 
 @contextmanager
 def build_lock(root: Path) -> Iterator[None]:
-    """One build at a time per project directory (``fcntl.flock``); a second one stops clearly."""
-    path = root / BUILD_LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    """One build at a time per project directory: ``fcntl.flock`` on the directory itself (no lock
+    file left in the user's repository; the kernel drops it when the process dies, even by
+    ``kill -9``).  A second build stops clearly instead of waiting."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-            raise BuildBusy(f"another anklume build is running for {root} (pid {holder})",
+            raise BuildBusy(f"another anklume build is running for {root}",
                             "wait for it to finish, then run the build again") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
     finally:
         os.close(fd)
@@ -120,10 +117,10 @@ def print_plan(plan: Plan, console: Console, *, show_unchanged: bool = False) ->
     for c in plan.changes:
         if c.action == "unchanged" and not show_unchanged:
             continue
-        why = "; ".join(r.render() for r in c.reasons) or f"key {short(c.key or '')}"
+        why = escape("; ".join(r.render() for r in c.reasons) or f"key {short(c.key or '')}")
         if c.blocked:
-            why += f" [bold red](blocked: {c.blocked})[/]"
-        table.add_row(f"[{_STYLE[c.action]}]{c.action}[/]", c.uid, why)
+            why += f" [bold red](blocked: {escape(c.blocked)})[/]"
+        table.add_row(f"[{_STYLE[c.action]}]{c.action}[/]", escape(c.uid), why)
     if table.row_count:
         console.print(table)
     console.print(f"plan: {plan.summary()}")
@@ -138,13 +135,15 @@ def plan_tasks(plan: Plan, graph: Graph, live: dict[str, LiveObject], backend, s
 
     tasks: list[Task] = []
     deleting = [c for c in plan.pending if c.action == "delete"]
+    networks = [c.uid for c in plan.pending if c.action != "delete" and c.uid.startswith("network:")]
     for change in plan.pending:
         unit = graph.get(change.uid)
         obj = live.get(change.uid)
         if change.action == "delete":
             assert obj is not None
             deps = tuple(d.uid for d in deleting
-                         if DELETE_ORDER[live[d.uid].kind] < DELETE_ORDER[obj.kind] and live[d.uid].domain == obj.domain)
+                         if DELETE_ORDER[live[d.uid].kind] < DELETE_ORDER[obj.kind]
+                         and live[d.uid].domain == obj.domain)
         else:
             assert unit is not None
             deps = unit.after
@@ -154,9 +153,12 @@ def plan_tasks(plan: Plan, graph: Graph, live: dict[str, LiveObject], backend, s
                 store.put(unit.key, unit.spec)
             backend.apply(change, unit, obj, replace=replace)
 
-        target = unit.object if unit is not None else (obj.object if obj else change.uid)
-        kind = unit.kind if unit is not None else (obj.kind if obj else "")
-        tasks.append(Task(id=change.uid, run=run, deps=deps, label=f"{change.action} {kind} {target}"))
+        kind, _, name = change.uid.partition(":")
+        # every bridge is made before any instance starts (ordering only, a failed bridge does not stop
+        # other domains): Incus 6.0 fails to create a bridge while veths of starting instances come and
+        # go ("Failed to delete bridge children interfaces")
+        after = tuple(networks) if kind == "instance" else ()
+        tasks.append(Task(id=change.uid, run=run, deps=deps, after=after, label=f"{change.action} {kind} {name}"))
     return tasks
 
 
@@ -168,11 +170,31 @@ def apply_plan(plan: Plan, graph: Graph, live: dict[str, LiveObject], backend, s
     return execute(tasks, jobs=jobs, progress=progress)
 
 
+def _targets(plan: Plan, graph: Graph, live: dict[str, LiveObject]):
+    """The objects of the pending changes, to re-read under the lease."""
+    for c in plan.pending:
+        unit, obj = graph.get(c.uid), live.get(c.uid)
+        if unit is not None:
+            yield c.uid, unit.kind, unit.project, unit.object, unit.spec.get("pool")
+        if obj is not None and (unit is None or obj.project != unit.project):
+            yield c.uid, obj.kind, obj.project, obj.object, obj.pool
+
+
+def _apply_pending(plan, graph, live, backend, store, out, *, as_json: bool, jobs: int, replace: bool):
+    from anklume.executor import make_progress
+
+    if not plan.pending:
+        return {}
+    if not as_json:
+        print_plan(plan, out)
+    progress = None if as_json else make_progress(len(plan.pending), out)
+    return apply_plan(plan, graph, live, backend, store, jobs=jobs, replace=replace, progress=progress)
+
+
 def do_apply(project: Project, infra: Infra, lock: Lock, *, plan_only: bool, as_json: bool, jobs: int = 4,
              prune: bool = False, replace: bool = False, endpoint: str | None = None,
              store: SpecStore | None = None, console: Console | None = None) -> int:
-    from anklume.backends.incus_apply import IncusBackend
-    from anklume.executor import make_progress
+    from anklume.backends.incus_apply import IncusBackend, lease_holder
 
     out = console or Console(highlight=False)
     store = store or SpecStore()
@@ -187,29 +209,37 @@ def do_apply(project: Project, infra: Infra, lock: Lock, *, plan_only: bool, as_
         return plan.exit_code
     with build_lock(project.root):
         plan, live = read_plan(graph, backend, store, prune=prune, replace=replace)
+        if plan.pending:
+            # changes to make: take the daemon-wide lease, then re-read what is about to change
+            # (O(changes) requests) and plan again under it
+            lease = backend.acquire_lease(lease_holder())
+            try:
+                live = backend.refresh(live, _targets(plan, graph, live))
+                plan = plan_changes(graph, live, specs=store.get, prune=prune, replace=replace)
+                results = _apply_pending(plan, graph, live, backend, store, out, as_json=as_json, jobs=jobs,
+                                         replace=replace)
+            finally:
+                backend.release_lease(lease)
         if not plan.pending:
             for c in plan.changes:
                 if c.action == "delete":
-                    out.print(f"kept {c.uid}: {c.blocked}")
+                    out.print(f"kept {c.uid}: {c.blocked}", markup=False)
             if as_json:
                 out.print_json(json.dumps({**plan_json(plan), "results": {}}))
             else:
                 out.print(f"nothing to do ({len(graph)} units unchanged)")
             return 0
-        if not as_json:
-            print_plan(plan, out)
-        progress = None if as_json else make_progress(len(plan.pending), out)
-        results = apply_plan(plan, graph, live, backend, store, jobs=jobs, replace=replace, progress=progress)
     failed = [o for o in results.values() if o.status != "ok"]
     if as_json:
-        out.print_json(json.dumps({**plan_json(plan), "results": {
-            uid: {"status": o.status, "error": o.error, "seconds": round(o.seconds, 3)} for uid, o in results.items()}}))
+        done = {uid: {"status": o.status, "error": o.error, "seconds": round(o.seconds, 3)}
+                for uid, o in results.items()}
+        out.print_json(json.dumps({**plan_json(plan), "results": done}))
     else:
         ok = sum(1 for o in results.values() if o.status == "ok")
         out.print(f"applied {ok} of {len(results)} change(s)"
                   + (f"; {len(failed)} failed or skipped" if failed else ""))
         for o in failed:
-            out.print(f"[red]{o.status}[/] {o.id}: {o.error}", highlight=False)
+            out.print(f"[red]{o.status}[/] {escape(o.id)}: {escape(o.error or '')}", highlight=False)
     return 1 if failed else 0
 
 
@@ -255,7 +285,10 @@ def do_graph(project: Project, infra: Infra, lock: Lock, *, dot: bool = False, a
             for dep in u.after:
                 lines.append(f'  "{dep}" -> "{u.uid}";')
         lines.append("}")
-        sys.stdout.write("\n".join(lines) + "\n") if console is None else out.print("\n".join(lines), markup=False)
+        if console is None:
+            sys.stdout.write("\n".join(lines) + "\n")  # raw: a rich console would wrap long lines
+        else:
+            out.print("\n".join(lines), markup=False, highlight=False)
     else:
         for u in graph:
             after = f"  after {', '.join(u.after)}" if u.after else ""

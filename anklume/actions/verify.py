@@ -8,14 +8,14 @@ from pathlib import Path
 
 from rich.console import Console
 
-from anklume.fsio import read_or_none
 from anklume.project import Project
 from anklume.render.managed import extract_managed, managed_block
 from anklume.render.tree import render_tree
+from anklume.render.write import read_tree_file
 
 
-def do_verify(infra_file: Path) -> int:
-    out = Console(highlight=False, soft_wrap=True)
+def do_verify(infra_file: Path, *, live: bool = False, as_json: bool = False, endpoint: str | None = None) -> int:
+    out = Console(highlight=False, soft_wrap=True, markup=False, emoji=False, stderr=as_json)
     project = Project(infra_file)
     infra = project.load_infra()
     lock = project.fresh_lock(infra)
@@ -24,19 +24,28 @@ def do_verify(infra_file: Path) -> int:
     rendered = render_tree(infra, lock)
     for rel, body in rendered.items():
         expected = managed_block(body)
-        data = read_or_none(project.root / rel)
-        actual = None if data is None else extract_managed(data.decode("utf-8", "replace"))
+        text = read_tree_file(project.root / rel, rel)  # never through a link, like build
+        actual = None if text is None else extract_managed(text)
         if actual == expected:
             continue
         differences += 1
         if actual is None:
-            out.print(f"{rel}: {'missing' if data is None else 'no managed section'}; run `anklume build`")
+            out.print(f"{rel}: {'missing' if text is None else 'no managed section'}; run `anklume build`")
             continue
-        diff = difflib.unified_diff(actual.splitlines(keepends=True), expected.splitlines(keepends=True),
+        # The section ends without a newline: add one so the diff's last line ends too.
+        diff = difflib.unified_diff((actual + "\n").splitlines(keepends=True),
+                                    (expected + "\n").splitlines(keepends=True),
                                     f"{rel} (on disk)", f"{rel} (from the lock)")
         out.out("".join(diff), end="")
     if differences:
         out.print(f"verify: {differences} of {len(rendered)} generated file(s) differ from the lock")
-        return 1
-    out.print(f"tree: {len(rendered)} generated file(s) match the lock")
-    return 0
+    else:
+        out.print(f"tree: {len(rendered)} generated file(s) match the lock")
+    code = 1 if differences else 0
+    if live:
+        from anklume.actions.build import incus_endpoint
+        from anklume.actions.live import do_verify_live
+
+        code = max(code, do_verify_live(project, infra, lock, as_json=as_json,
+                                        endpoint=incus_endpoint(infra, endpoint)))
+    return code

@@ -14,7 +14,7 @@ click.rich_click.TEXT_MARKUP = "markdown"
 click.rich_click.COMMAND_GROUPS = {
     "anklume": [
         {"name": "Pipeline", "commands": ["lock", "build", "verify"]},
-        {"name": "Inspect", "commands": ["gpus"]},
+        {"name": "Inspect", "commands": ["why", "graph", "gpus"]},
     ]
 }
 

@@ -11,7 +11,7 @@ from anklume.cli import infra_option, main, run
 
 @main.command()
 @infra_option
-@click.option("--check", is_flag=True, help="Exit 1 if the lock would change; writes nothing, needs no network when infra.yml is unchanged.")
+@click.option("--check", is_flag=True, help="Exit 1 if the lock would change (its infra hash is not that of infra.yml); offline, writes nothing.")
 @click.option("--update", is_flag=True, help="Re-resolve pins: all of them, or only the NAMES given (image refs, model refs, 'ollama', machine names or 'gpus').")
 @click.option("--offline", is_flag=True, help="Resolve only from the lock and the local cache.")
 @click.option("--gpu-inventory", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -31,32 +31,71 @@ def lock(ctx, infra_file, check, update, offline, gpu_inventory, nvidia_smi, nam
         gpu_inventory=gpu_inventory, nvidia_smi=nvidia_smi)
 
 
+incus_option = click.option("--incus", "endpoint", help="Incus socket path or https URL (default: ANKLUME_INCUS, global.sources.incus, then the local socket).")
+
+
 @main.command()
 @infra_option
+@click.option("--plan", "plan_only", is_flag=True, help="Write nothing: print what would be created, updated, replaced or deleted, and why.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable plan and results.")
 @click.option("--no-apply", is_flag=True, help="Only write the Ansible tree; do not touch Incus.")
-@click.option("--prune", is_flag=True, help="Delete unprotected orphans (protected ones are never deleted).")
+@click.option("--prune", is_flag=True, help="Delete unprotected orphans (files and Incus objects); protected ones are never deleted.")
+@click.option("--replace", is_flag=True, help="Allow replacing protected instances whose image pin changed (a snapshot is taken first).")
+@click.option("--jobs", type=click.IntRange(1, 64), default=4, show_default=True, help="Units applied in parallel.")
+@incus_option
 @click.pass_context
-def build(ctx, infra_file, no_apply, prune):
-    """Write the Ansible tree from the lock (and apply it).
+def build(ctx, infra_file, plan_only, as_json, no_apply, prune, replace, jobs, endpoint):
+    """Write the Ansible tree from the lock, then apply to Incus only the units whose key changed.
 
-    Exit codes: 0 done, 1 error (stale lock, invalid infra).
+    Refuses a stale lock. Exit codes: 0 done (`--plan`: nothing to do), 2 (`--plan`) changes pending,
+    1 error (a failed unit, stale lock, invalid infra, Incus unreachable).
     """
     from anklume.actions.build import do_build
 
-    run(ctx, do_build, infra_file, apply=not no_apply, prune_orphans=prune)
+    run(ctx, do_build, infra_file, apply=not no_apply, prune_orphans=prune, plan_only=plan_only,
+        as_json=as_json, jobs=jobs, replace=replace, endpoint=endpoint)
 
 
 @main.command()
 @infra_option
+@click.option("--live", is_flag=True, help="Also compare the live Incus objects, artefacts and GPU slots with the lock.")
+@click.option("--json", "as_json", is_flag=True, help="Findings as JSON (with --live).")
+@incus_option
 @click.pass_context
-def verify(ctx, infra_file):
-    """Prove the lock is fresh and every generated file's managed section is what the lock renders.
+def verify(ctx, infra_file, live, as_json, endpoint):
+    """Prove the lock is fresh and every generated file's managed section is what the lock renders;
+    with `--live`, that the live infrastructure is what the lock says. Writes nothing.
 
-    Offline. Exit codes: 0 clean, 1 a difference (a unified diff is printed).
+    Exit codes: 0 clean, 1 a difference (a unified diff, or findings: object, field, expected, actual).
     """
     from anklume.actions.verify import do_verify
 
-    run(ctx, do_verify, infra_file)
+    run(ctx, do_verify, infra_file, live=live, as_json=as_json, endpoint=endpoint)
+
+
+@main.command()
+@infra_option
+@click.argument("unit", required=False)
+@click.option("--json", "as_json", is_flag=True)
+@incus_option
+@click.pass_context
+def why(ctx, infra_file, unit, as_json, endpoint):
+    """Why a unit (`instance:web`, or `web`) would be applied: its inputs, recorded key and what differs."""
+    from anklume.actions.explain import do_why
+
+    run(ctx, do_why, infra_file, unit=unit, as_json=as_json, endpoint=endpoint)
+
+
+@main.command()
+@infra_option
+@click.option("--dot", is_flag=True, help="Graphviz DOT output.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def graph(ctx, infra_file, dot, as_json):
+    """The unit DAG: each unit, its key and what it comes after. Offline."""
+    from anklume.actions.explain import do_graph
+
+    run(ctx, do_graph, infra_file, dot=dot, as_json=as_json)
 
 
 @main.command()

@@ -1,0 +1,257 @@
+"""Infra + Lock -> the units of the Incus layer, as a DAG (pure).
+
+Per domain ``d`` (subnet ``<base>.<sid>``):
+
+- ``project:d``: Incus project ``d`` with its own images, profiles and storage volumes,
+  the default project's networks (``features.networks=false``), the domain's description;
+- ``network:d``: bridge ``net-d`` (networks are global: it lives in the default project),
+  ``ipv4.address=<base>.<sid>.254/24``, ``ipv4.nat=true``, ``ipv6.address=none``;
+- ``profile:d/default``: the project's default profile: nic ``eth0`` on ``net-d`` and the
+  ``root`` disk on pool ``default`` (what the original's ``incus_profiles`` reconciled);
+- ``profile:d/<p>``: each declared profile, WITH its devices and its config (the original
+  silently ignored both);
+
+per machine ``m``:
+
+- ``volume:d/<vol>``: each of its storage volumes (pool, size);
+- ``instance:m``: a container or VM created from the PINNED fingerprint of its image (never
+  the alias), its profiles, config (values as Incus strings: ``true``/``false``), devices, an
+  ``eth0`` override carrying ``ipv4.address`` when it has an ip, a disk per volume, a
+  ``gputype: physical`` device ``gpu`` on the locked PCI slot for GPU machines,
+  ``security.protection.delete=true`` when protected (not ephemeral: the machine's value,
+  else the domain's, else false), and started.
+
+Which dependency changes force a re-apply (``key_deps``) - none, in this layer, by design:
+
+- a profile, network or volume change is applied to the object itself and Incus propagates
+  it live to the instances using it, so an instance is *not* re-applied when its profiles,
+  its bridge or its volumes change; likewise the default profile when its project changes;
+- everything an instance's result depends on is in its own spec: the image fingerprint
+  (identity: a new pin replaces the instance), the type, the project, the names of its
+  profiles, its bridge, the pool and name of each volume it mounts, its GPU slot;
+- consequently the instance key *is* its identity for later layers: units placed inside an
+  instance (artefacts, provisioning runs) must list the instance in ``key_deps`` so that an
+  instance re-created from a new image re-runs them.  ``build_graph`` supports ``key_deps``
+  generally (keys are computed in dependency order) and the tests exercise it.
+
+``after`` is ordering only: an instance comes after its project, bridge, profiles and volumes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from anklume.errors import AnklumeError, StaleLock
+from anklume.lock.keys import INSTANCE_TYPES, image_key, is_gpu_machine, iter_machines
+from anklume.lock.schema import Lock
+from anklume.model.schema import Infra
+from anklume.units.key import unit_key
+from anklume.units.unit import Unit, uid_of
+
+PROJECT_FEATURES = {
+    "features.images": "true",
+    "features.profiles": "true",
+    "features.storage.volumes": "true",
+    "features.networks": "false",
+}
+DEFAULT_POOL = "default"
+
+
+class GraphError(AnklumeError):
+    """The units do not form a DAG, or two declarations of one object disagree."""
+
+
+def incus_value(value: Any) -> str:
+    """An Incus config value: ``true``/``false`` for booleans, ``str`` otherwise."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def incus_map(mapping: Mapping[str, Any] | None) -> dict[str, str]:
+    return {str(k): incus_value(v) for k, v in (mapping or {}).items()}
+
+
+def incus_devices(devices: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict[str, str]]:
+    return {str(name): incus_map(dev) for name, dev in (devices or {}).items()}
+
+
+def bridge_name(domain: str) -> str:
+    return f"net-{domain}"
+
+
+@dataclass(frozen=True)
+class Graph:
+    """Units by uid, in a deterministic dependency order."""
+
+    units: dict[str, Unit]
+
+    def __iter__(self):
+        return iter(self.units.values())
+
+    def __len__(self) -> int:
+        return len(self.units)
+
+    def __getitem__(self, uid: str) -> Unit:
+        return self.units[uid]
+
+    def get(self, uid: str) -> Unit | None:
+        return self.units.get(uid)
+
+    def dependents(self, uid: str) -> list[str]:
+        """Units that (transitively) come after ``uid``."""
+        out: list[str] = []
+        frontier = [uid]
+        while frontier:
+            cur = frontier.pop()
+            for u in self.units.values():
+                if cur in u.after and u.uid not in out:
+                    out.append(u.uid)
+                    frontier.append(u.uid)
+        return out
+
+
+def topological(units: Iterable[Unit]) -> list[Unit]:
+    """Dependency order (``after`` and ``key_deps``), stable w.r.t. the input order.
+
+    A cycle is a :class:`GraphError` naming the whole path ``a -> b -> a``; a dependency on an
+    unknown unit too.
+    """
+    by_uid = {u.uid: u for u in units}
+    for u in by_uid.values():
+        for dep in (*u.after, *u.key_deps):
+            if dep not in by_uid:
+                raise GraphError(f"unit {u.uid} depends on unknown unit {dep}")
+    order: list[Unit] = []
+    state: dict[str, int] = {}  # 1: visiting, 2: done
+
+    def visit(uid: str, path: list[str]) -> None:
+        if state.get(uid) == 2:
+            return
+        if state.get(uid) == 1:
+            cycle = path[path.index(uid):] + [uid]
+            raise GraphError("dependency cycle: " + " -> ".join(cycle))
+        state[uid] = 1
+        unit = by_uid[uid]
+        for dep in (*unit.after, *unit.key_deps):
+            visit(dep, path + [uid])
+        state[uid] = 2
+        order.append(unit)
+
+    for uid in by_uid:
+        visit(uid, [])
+    return order
+
+
+def build_graph(units: Iterable[Unit]) -> Graph:
+    """Order the units and compute their keys (key dependencies first)."""
+    keyed: dict[str, Unit] = {}
+    for unit in topological(units):
+        deps = {dep: keyed[dep].key for dep in unit.key_deps}
+        keyed[unit.uid] = _with_key(unit, unit_key(unit.kind, unit.name, unit.spec, deps))
+    return Graph(keyed)
+
+
+def _with_key(unit: Unit, key: str) -> Unit:
+    import msgspec
+
+    return msgspec.structs.replace(unit, key=key)
+
+
+def plan_units(infra: Infra, lock: Lock) -> Graph:
+    """The units of the Incus layer for ``infra`` as pinned by ``lock``."""
+    units: list[Unit] = []
+    volumes: dict[str, Unit] = {}
+    base = infra.global_.base_subnet
+    for dname, domain in infra.domains.items():
+        project_uid = uid_of("project", dname)
+        network_uid = uid_of("network", dname)
+        units.append(Unit(kind="project", name=dname, project="default", object=dname,
+                          spec={"description": domain.description, "config": dict(PROJECT_FEATURES)}))
+        units.append(Unit(kind="network", name=dname, project="default", object=bridge_name(dname),
+                          spec={"type": "bridge", "description": domain.description, "config": {
+                              "ipv4.address": f"{base}.{domain.subnet_id}.254/24",
+                              "ipv4.nat": "true",
+                              "ipv6.address": "none",
+                          }}))
+        declared = {str(k): v or {} for k, v in (domain.profiles or {}).items()}
+        default_decl = declared.pop("default", {})
+        default_devices = {
+            "eth0": {"type": "nic", "network": bridge_name(dname), "name": "eth0"},
+            "root": {"type": "disk", "pool": DEFAULT_POOL, "path": "/"},
+        }
+        default_devices.update(incus_devices(default_decl.get("devices")))
+        units.append(Unit(kind="profile", name=f"{dname}/default", project=dname, object="default",
+                          spec={"description": str(default_decl.get("description") or ""),
+                                "config": incus_map(default_decl.get("config")),
+                                "devices": default_devices},
+                          after=(project_uid, network_uid)))
+        for pname, profile in declared.items():
+            units.append(Unit(kind="profile", name=f"{dname}/{pname}", project=dname, object=pname,
+                              spec={"description": str(profile.get("description") or ""),
+                                    "config": incus_map(profile.get("config")),
+                                    "devices": incus_devices(profile.get("devices"))},
+                              after=(project_uid,)))
+
+    for dname, domain, mname, machine in iter_machines(infra):
+        project_uid = uid_of("project", dname)
+        after: list[str] = [project_uid, uid_of("network", dname)]
+        profiles = list(machine.profiles) if machine.profiles is not None else ["default"]
+        for pname in profiles:
+            after.append(uid_of("profile", f"{dname}/{pname}"))
+        devices = incus_devices(machine.devices)
+        if machine.ip:
+            eth0 = {"type": "nic", "network": bridge_name(dname), "name": "eth0"}
+            eth0.update(devices.get("eth0", {}))
+            eth0["ipv4.address"] = machine.ip
+            devices["eth0"] = eth0
+        for vname, vol in (machine.storage_volumes or {}).items():
+            pool = str(vol.get("pool") or DEFAULT_POOL)
+            vconfig = {} if vol.get("size") is None else {"size": incus_value(vol["size"])}
+            vunit = Unit(kind="volume", name=f"{dname}/{vname}", project=dname, object=vname,
+                         spec={"pool": pool, "config": vconfig}, identity={"pool": pool},
+                         after=(project_uid,))
+            prior = volumes.get(vunit.uid)
+            if prior is not None and prior.spec != vunit.spec:
+                raise GraphError(f"storage volume {vname} of domain {dname} is declared twice with different "
+                                 f"settings ({prior.spec} vs {vunit.spec})",
+                                 "declare it the same way on every machine that mounts it")
+            if prior is None:
+                volumes[vunit.uid] = vunit
+                units.append(vunit)
+            after.append(vunit.uid)
+            devices[str(vname)] = {"type": "disk", "pool": pool, "source": str(vname), "path": str(vol["path"])}
+        if is_gpu_machine(domain, machine):
+            gpu = lock.gpus.get(mname)
+            if gpu is None:
+                raise StaleLock(f"machine {mname} needs a GPU but the lock pins none",
+                                "run `anklume lock` on the host that runs it")
+            devices["gpu"] = {"type": "gpu", "gputype": "physical", "pci": gpu.locked.pci}
+        config = incus_map(machine.config)
+        ephemeral = machine.ephemeral if machine.ephemeral is not None else domain.ephemeral
+        protected = not ephemeral
+        if protected:
+            config["security.protection.delete"] = "true"
+        ikey = image_key(infra, machine)
+        pin = lock.images.get(ikey)
+        if pin is None:
+            raise StaleLock(f"image {ikey} of machine {mname} is not pinned in the lock", "run `anklume lock`")
+        itype = INSTANCE_TYPES[machine.type]
+        image = {"fingerprint": pin.locked.fingerprint, "server": pin.locked.server,
+                 "remote": pin.original.remote}
+        spec = {"type": itype, "description": machine.description, "image": image,
+                "profiles": profiles, "config": config, "devices": devices, "state": "running"}
+        units.append(Unit(kind="instance", name=mname, project=dname, object=mname, spec=spec,
+                          identity={"type": itype, "project": dname, "fingerprint": pin.locked.fingerprint},
+                          after=tuple(dict.fromkeys(after)), protected=protected))
+    known = {u.uid for u in units}
+    for u in units:
+        for dep in u.after:
+            if dep not in known:
+                kind, _, name = dep.partition(":")
+                raise GraphError(f"{u.uid} uses {kind} {name}, which is not declared",
+                                 f"declare it under domains.{name.split('/')[0]}.profiles"
+                                 if kind == "profile" else None)
+    return build_graph(units)

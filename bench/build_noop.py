@@ -1,0 +1,131 @@
+"""No-op build benchmark: D domains x M machines, fully built; then the median time of a build
+that has nothing to do (and its API requests), against the original's way of looking (one
+``incus`` CLI call per resource per run), measured in the same run on the same daemon.
+
+    .venv/bin/python bench/build_noop.py [--domains 20] [--machines 5] [--runs 7]
+
+Needs root (a private incusd in a network namespace, as the integration tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from rich.console import Console  # noqa: E402
+
+from anklume.actions.apply import SpecStore, do_apply  # noqa: E402
+from anklume.project import Project  # noqa: E402
+from tests.support.events import EventCounter  # noqa: E402
+from tests.support.incusd import PrivateIncus  # noqa: E402
+from tests.units.infra import make_infra, make_lock  # noqa: E402
+
+
+def infra_doc(domains: int, machines: int) -> dict:
+    doc: dict = {"project_name": "bench", "global": {"base_subnet": "10.100", "default_os_image": "local:busybox"},
+                 "domains": {}}
+    for d in range(domains):
+        name = f"bd{d}"
+        doc["domains"][name] = {"subnet_id": 150 + d, "ephemeral": True, "machines": {
+            f"{name}-m{m}": {"ip": f"10.100.{150 + d}.{10 + m}", "config": {"limits.cpu": 1}} for m in range(machines)}}
+    return doc
+
+
+class Bench:
+    def __init__(self, incus, tmp: Path, doc: dict):
+        self.incus = incus
+        self.doc = doc
+        self.project = Project(tmp / "infra.yml")
+        self.project.infra_file.write_text("# bench\n")
+        self.store = SpecStore(tmp / "specs")
+        self.fp = incus.ensure_busybox_image()
+        self.infra = make_infra(doc)
+        self.lock = make_lock(self.infra, default_fp=self.fp)
+
+    def build(self, *, jobs: int = 4, infra=None) -> tuple[int, str]:
+        buf = io.StringIO()
+        rc = do_apply(self.project, infra or self.infra, self.lock, plan_only=False, as_json=False, jobs=jobs,
+                      endpoint=self.incus.socket, store=self.store, console=Console(file=buf, width=200))
+        return rc, buf.getvalue()
+
+    def v1_reads(self) -> int:
+        """The original's way of finding out what is there: one CLI call per resource, every run
+        (``incus project show``, ``network show``, ``profile show``, ``list <name> --format json``)."""
+        calls = 0
+        for dname, dom in self.doc["domains"].items():
+            self.incus.incus("project", "show", dname)
+            self.incus.incus("network", "show", f"net-{dname}")
+            self.incus.incus("profile", "show", "default", "--project", dname)
+            calls += 3
+            for mname in dom["machines"]:
+                self.incus.incus("list", mname, "--project", dname, "--format", "json")
+                calls += 1
+        return calls
+
+
+def timed(fn, runs: int) -> tuple[float, list[float]]:
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), times
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--domains", type=int, default=20)
+    ap.add_argument("--machines", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--jobs", type=int, default=4)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp, PrivateIncus() as incus:
+        bench = Bench(incus, Path(tmp), infra_doc(args.domains, args.machines))
+        units = args.domains * 3 + args.domains * args.machines
+        t0 = time.perf_counter()
+        rc, out = bench.build(jobs=args.jobs)
+        full = time.perf_counter() - t0
+        assert rc == 0, out
+        print(f"full build: {units} units ({args.domains} domains x {args.machines} machines) in {full:.1f} s "
+              f"(jobs={args.jobs})")
+
+        with EventCounter(incus) as ev:
+            rc, out = bench.build()
+        assert rc == 0 and "nothing to do" in out, out
+        reads = len(ev.requests)
+        assert ev.writes == 0 and ev.api_writes == 0, ev.actions()
+
+        noop, noop_all = timed(lambda: bench.build(), args.runs)
+        with EventCounter(incus) as ev1:
+            calls = bench.v1_reads()
+        v1, v1_all = timed(bench.v1_reads, max(3, args.runs // 2))
+        print(f"anklume no-op build: median {noop * 1000:.0f} ms over {args.runs} runs "
+              f"(min {min(noop_all) * 1000:.0f}, max {max(noop_all) * 1000:.0f}); "
+              f"{reads} API requests, 0 writes")
+        print(f"original's way (one incus CLI call per resource): {calls} CLI calls, {len(ev1.requests)} API requests, "
+              f"median {v1:.2f} s")
+        print(f"ratio: {v1 / noop:.0f}x less time, {len(ev1.requests) / max(reads, 1):.0f}x fewer API requests")
+        from anklume.backends.incus_apply import IncusBackend
+
+        backend = IncusBackend(incus.socket)
+        parts = []
+        for path, params in [("projects", {}), ("networks", {}), ("profiles", {"all-projects": "true"}),
+                             ("instances", {"all-projects": "true"}),
+                             ("storage-pools/default/volumes", {"all-projects": "true"})]:
+            t0 = time.perf_counter()
+            backend.get(path, recursion="1", **params)
+            parts.append(f"{path.split('/')[0]} {(time.perf_counter() - t0) * 1000:.0f} ms")
+        print("where the no-op time goes (one GET ?recursion=1 each): " + ", ".join(parts))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Plan + executor against an in-memory backend: convergence, ordering, failure propagation."""
+
+from __future__ import annotations
+
+from anklume.actions.apply import SpecStore, apply_plan, read_plan
+from anklume.units.graph import plan_units
+from tests.executor.memory import MemoryBackend
+from tests.units.infra import FP_B, make_infra, make_lock, two_domains, with_fingerprint
+
+
+def build(graph, backend, store, **kw):
+    plan, live = read_plan(graph, backend, store, prune=kw.pop("prune", False), replace=kw.pop("replace", False))
+    return plan, apply_plan(plan, graph, live, backend, store, jobs=kw.pop("jobs", 4), replace=False)
+
+
+def test_build_converges_and_respects_dependencies(tmp_path):
+    infra = make_infra(two_domains())
+    g = plan_units(infra, make_lock(infra))
+    backend = MemoryBackend(delay=0.01)
+    store = SpecStore(tmp_path)
+    plan, results = build(g, backend, store)
+    assert all(o.status == "ok" for o in results.values()) and len(results) == len(g)
+    done = [uid for _, uid in backend.log]
+    for u in g:
+        for dep in u.after:
+            assert done.index(dep) < done.index(u.uid), (dep, u.uid)
+    assert backend.max_running > 1  # the two domains' branches overlapped
+    # every applied spec is in the store, by key
+    assert all(store.get(u.key) == u.spec for u in g)
+    # second build: nothing to do
+    plan, results = build(g, backend, store)
+    assert plan.pending == [] and results == {}
+
+
+def test_failed_unit_stops_its_dependents_only(tmp_path):
+    infra = make_infra(two_domains())
+    g = plan_units(infra, make_lock(infra))
+    backend = MemoryBackend(fail={"network:alpha"})
+    plan, results = build(g, backend, SpecStore(tmp_path))
+    status = {uid: o.status for uid, o in results.items()}
+    assert status["network:alpha"] == "failed"
+    assert status["profile:alpha/default"] == "skipped"
+    assert status["instance:alpha-web"] == status["instance:alpha-db"] == "skipped"
+    assert "network:alpha failed: Incus refused network:alpha: injected failure" == results["instance:alpha-web"].error
+    assert {uid for uid, s in status.items() if s == "ok"} == {
+        "project:alpha", "project:beta", "network:beta", "profile:beta/default", "instance:beta-app"}
+    # nothing recorded for what did not apply: the next build retries exactly those
+    backend.fail.clear()
+    plan, results = build(g, backend, SpecStore(tmp_path))
+    assert set(results) == {"network:alpha", "profile:alpha/default", "instance:alpha-web", "instance:alpha-db"}
+    assert all(o.status == "ok" for o in results.values())
+
+
+def test_replace_blocked_for_protected_instance(tmp_path):
+    infra = make_infra(two_domains())
+    lock = make_lock(infra)
+    backend = MemoryBackend()
+    build(plan_units(infra, lock), backend, SpecStore(tmp_path))
+    g2 = plan_units(infra, with_fingerprint(lock, "local:busybox", FP_B))
+    plan, results = build(g2, backend, SpecStore(tmp_path))
+    assert results["instance:alpha-db"].status == "failed"
+    assert "protected" in results["instance:alpha-db"].error
+    assert results["instance:alpha-web"].status == "ok"
+
+
+def test_every_bridge_is_created_before_any_instance(tmp_path):
+    """Incus 6.0 races when a bridge is created while other instances start: bridges go first."""
+    infra = make_infra(two_domains())
+    g = plan_units(infra, make_lock(infra))
+    backend = MemoryBackend(delay=0.01)
+    build(g, backend, SpecStore(tmp_path))
+    done = [uid for _, uid in backend.log]
+    last_network = max(i for i, uid in enumerate(done) if uid.startswith("network:"))
+    first_instance = min(i for i, uid in enumerate(done) if uid.startswith("instance:"))
+    assert last_network < first_instance

@@ -1,0 +1,104 @@
+"""kill -9 in the middle of a build: nothing is recorded as applied that was not, and the next
+build converges.  Also: two builds of one project at once."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from anklume.actions.live import unit_findings
+from anklume.backends.incus_apply import IncusBackend
+from anklume.units.graph import plan_units
+from tests.integration.build_env import BuildEnv
+
+REPO = Path(__file__).resolve().parents[2]
+
+SCRIPT = textwrap.dedent("""
+    import json, sys
+    from pathlib import Path
+    sys.path.insert(0, {repo!r})
+    from anklume.actions.apply import SpecStore, do_apply
+    from anklume.project import Project
+    from tests.units.infra import make_infra, make_lock
+    args = json.loads(Path(sys.argv[1]).read_text())
+    infra = make_infra(args["doc"])
+    lock = make_lock(infra, default_fp=args["fp"])
+    sys.exit(do_apply(Project(Path(args["infra_file"])), infra, lock, plan_only=False, as_json=False, jobs=4,
+                      prune=False, replace=False, endpoint=args["socket"], store=SpecStore(Path(args["store"]))))
+""")
+
+
+@pytest.fixture
+def env(incus, tmp_path):
+    e = BuildEnv(incus, tmp_path, incus.ensure_busybox_image())
+    try:
+        yield e
+    finally:
+        e.cleanup()
+
+
+def start_build(env, tmp_path, doc) -> subprocess.Popen:
+    script = tmp_path / "build.py"
+    script.write_text(SCRIPT.format(repo=str(REPO)))
+    args = tmp_path / "args.json"
+    args.write_text(json.dumps({"doc": doc, "fp": env.fp, "socket": env.incus.socket,
+                                "infra_file": str(env.project.infra_file), "store": str(env.store.root)}))
+    return subprocess.Popen([sys.executable, str(script), str(args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def recorded_means_applied(env, infra, lock) -> int:
+    """Every object whose recorded key is its unit's key is exactly that unit's spec (and running)."""
+    graph = plan_units(infra, lock)
+    live = IncusBackend(env.incus.socket).read_live({u.name for u in graph if u.kind == "project"})
+    recorded = 0
+    for unit in graph:
+        obj = live.get(unit.uid)
+        if obj is not None and obj.key == unit.key:
+            recorded += 1
+            assert unit_findings(unit, obj) == [], (unit.uid, unit_findings(unit, obj))
+    return recorded
+
+
+def test_kill_9_mid_build_then_converge(env, tmp_path):
+    seed = int(os.environ.get("ANKLUME_CRASH_SEED", time.time()))
+    rng = random.Random(seed)
+    doc = env.doc()
+    infra, lock = env.infra_lock(doc)
+    seen = []
+    for _ in range(3):
+        proc = start_build(env, tmp_path, doc)
+        time.sleep(rng.uniform(0.3, 2.5))
+        proc.kill()
+        proc.wait()
+        seen.append(recorded_means_applied(env, infra, lock))
+        assert env.build(infra, lock) == 0, (seed, env.out.getvalue())
+        assert env.verify(infra, lock)[0] == 0, (seed, env.out.getvalue())
+        assert env.build(infra, lock, plan_only=True) == 0
+        env.cleanup()
+    print(f"seed {seed}: units recorded at the kill: {seen}")
+
+
+def test_two_builds_of_one_project_at_once(env, tmp_path):
+    doc = env.doc()
+    infra, lock = env.infra_lock(doc)
+    first = start_build(env, tmp_path, doc)
+    # wait until the first holds the daemon's lease (it takes it under the project's lock)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and "user.anklume.lease" not in env.query("/1.0/projects/default")["config"]:
+        time.sleep(0.02)
+    from anklume.actions.apply import BuildBusy
+
+    with pytest.raises(BuildBusy, match="another anklume build is running for "):
+        env.build(infra, lock)
+    out, _ = first.communicate(timeout=120)
+    assert first.returncode == 0, out
+    assert env.build(infra, lock, plan_only=True) == 0
