@@ -57,6 +57,30 @@ class Bench:
                       endpoint=self.incus.socket, store=self.store, console=Console(file=buf, width=200))
         return rc, buf.getvalue()
 
+    def cli_noop(self, runs: int) -> tuple[float, list[float]]:
+        """The same no-op through the command line, in a project directory of its own."""
+        import os
+        import subprocess
+
+        import yaml
+
+        from anklume.lock.codec import encode_lock
+
+        root = self.project.root / "cli"
+        root.mkdir()
+        (root / "infra.yml").write_text(yaml.safe_dump(self.doc, sort_keys=False))
+        (root / "anklume.lock").write_bytes(encode_lock(self.lock))
+        env = {**os.environ, "ANKLUME_INCUS": self.incus.socket, "ANKLUME_CACHE_DIR": str(root / "cache"),
+               "XDG_DATA_HOME": str(root / "data")}
+        argv = [str(REPO / ".venv" / "bin" / "anklume"), "build", "-f", str(root / "infra.yml")]
+
+        def once() -> None:
+            done = subprocess.run(argv, env=env, capture_output=True, text=True)
+            assert done.returncode == 0 and "nothing to do" in done.stdout, done.stdout + done.stderr
+
+        once()  # writes the tree and the infra memo
+        return timed(once, runs)
+
     def v1_reads(self) -> int:
         """The original's way of finding out what is there: one CLI call per resource, every run
         (``incus project show``, ``network show``, ``profile show``, ``list <name> --format json``)."""
@@ -114,6 +138,9 @@ def main() -> None:
         print(f"original's way (one incus CLI call per resource): {calls} CLI calls, {len(ev1.requests)} API requests, "
               f"median {v1:.2f} s")
         print(f"ratio: {v1 / noop:.0f}x less time, {len(ev1.requests) / max(reads, 1):.0f}x fewer API requests")
+        cli, cli_all = bench.cli_noop(args.runs)
+        print(f"`anklume build` as a user runs it (a new process: start-up, infra.yml, lock, tree and Incus): "
+              f"median {cli * 1000:.0f} ms (min {min(cli_all) * 1000:.0f}, max {max(cli_all) * 1000:.0f})")
         from anklume.backends.incus_apply import IncusBackend
 
         backend = IncusBackend(incus.socket)

@@ -25,6 +25,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import quote
 
@@ -129,15 +130,22 @@ class IncusBackend(IncusReader):
                 live[f"{obj.uid}@{obj.project}"] = obj
 
         scoped = set(domains)
+        # the slowest listing by far (Incus computes each bridge's used_by over every instance)
+        # runs on its own connection while the others are read
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            networks = pool.submit(self.get, "networks", recursion="1")
+            self._read_rest(domains, pools, scoped, put)
+            for n in networks.result():
+                if n["name"].startswith("net-") and (n["name"][4:] in domains
+                                                     or (n.get("config") or {}).get(MANAGED_KEY) == "true"):
+                    put(_network(n))
+        return live
+
+    def _read_rest(self, domains: set[str], pools: Iterable[str], scoped: set[str], put) -> None:
         for p in self.get("projects", recursion="1"):
             if p["name"] in domains or (p.get("config") or {}).get(MANAGED_KEY) == "true":
                 scoped.add(p["name"])
                 put(_project(p))
-        # the slowest listing by far: Incus computes each bridge's used_by over every instance
-        for n in self.get("networks", recursion="1"):
-            if n["name"].startswith("net-") and (n["name"][4:] in domains
-                                                 or (n.get("config") or {}).get(MANAGED_KEY) == "true"):
-                put(_network(n))
         for pr in self._all_projects("profiles", scoped):
             if (pr.get("project") or "default") in scoped:
                 put(_profile(pr, pr.get("project") or "default"))
@@ -150,7 +158,6 @@ class IncusBackend(IncusReader):
                 project = vol.get("project") or "default"
                 if vol.get("type") == "custom" and project in scoped:
                     put(_volume(vol, project, pool))
-        return live
 
     def refresh(self, live: Mapping[str, LiveObject], targets: Iterable[tuple[str, str, str, str, str | None]]
                 ) -> dict[str, LiveObject]:
