@@ -28,7 +28,7 @@ from anklume.lock.schema import Lock
 from anklume.model.schema import Infra
 from anklume.project import Project
 from anklume.units.graph import Graph, plan_units
-from anklume.units.plan import LiveObject
+from anklume.units.plan import LiveObject, show_value
 from anklume.units.unit import Unit
 
 
@@ -39,15 +39,7 @@ class Finding(msgspec.Struct, frozen=True):
     actual: Any
 
     def render(self) -> str:
-        return f"{self.object}: {self.field}: expected {_show(self.expected)}, found {_show(self.actual)}"
-
-
-def _show(value: Any) -> str:
-    if value is None:
-        return "(none)"
-    if isinstance(value, str):
-        return repr(value)
-    return msgspec.json.encode(value).decode()
+        return f"{self.object}: {self.field}: expected {show_value(self.expected)}, found {show_value(self.actual)}"
 
 
 def _ours(key: str) -> bool:
@@ -161,7 +153,7 @@ def do_verify_live(project: Project, infra: Infra, lock: Lock, *, as_json: bool 
     elif findings:
         table = Table("object", "field", "expected", "actual", box=None, header_style="bold")
         for f in findings:
-            table.add_row(escape(f.object), escape(f.field), escape(_show(f.expected)), escape(_show(f.actual)))
+            table.add_row(escape(f.object), escape(f.field), escape(show_value(f.expected)), escape(show_value(f.actual)))
         out.print(table)
         out.print(f"[red]live state differs from the lock: {len(findings)} finding(s)[/]")
     else:

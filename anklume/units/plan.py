@@ -94,7 +94,7 @@ class Reason(msgspec.Struct, frozen=True):
     def render(self) -> str:
         if self.text is not None:
             return self.text
-        return f"{self.field}: {_show(self.old)} -> {_show(self.new)}"
+        return f"{self.field}: {show_value(self.old)} -> {show_value(self.new)}"
 
 
 class Change(msgspec.Struct, frozen=True, kw_only=True):
@@ -132,7 +132,8 @@ class Plan(msgspec.Struct, frozen=True):
         return ", ".join(parts)
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
+    """A value as a finding or a reason prints it."""
     if value is None:
         return "(none)"
     if isinstance(value, str):

@@ -117,3 +117,13 @@ def registry():
         yield reg
 
 
+@pytest.fixture
+def env(incus, tmp_path):
+    """A build environment of its own (distinct domains and subnets), purged afterwards."""
+    from tests.integration.build_env import BuildEnv
+
+    e = BuildEnv(incus, tmp_path, incus.ensure_busybox_image())
+    try:
+        yield e
+    finally:
+        e.cleanup()

@@ -9,18 +9,10 @@ import pytest
 from anklume.actions.apply import BuildBusy, build_lock
 from anklume.errors import AnklumeError
 from anklume.units.graph import plan_units
-from tests.integration.build_env import BuildEnv, second_busybox
+from tests.integration.build_env import second_busybox
 from tests.support.events import EventCounter
 
 
-@pytest.fixture
-def env(incus, tmp_path):
-    fp = incus.ensure_busybox_image()
-    e = BuildEnv(incus, tmp_path, fp)
-    try:
-        yield e
-    finally:
-        e.cleanup()
 
 
 def test_first_build_creates_everything_and_second_writes_nothing(env):

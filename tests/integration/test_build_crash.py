@@ -17,7 +17,6 @@ import pytest
 from anklume.actions.live import unit_findings
 from anklume.backends.incus_apply import IncusBackend
 from anklume.units.graph import plan_units
-from tests.integration.build_env import BuildEnv
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,13 +35,6 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.fixture
-def env(incus, tmp_path):
-    e = BuildEnv(incus, tmp_path, incus.ensure_busybox_image())
-    try:
-        yield e
-    finally:
-        e.cleanup()
 
 
 def start_build(env, tmp_path, doc) -> subprocess.Popen:

@@ -8,17 +8,9 @@ import pytest
 
 from anklume.actions.apply import SpecStore, do_why
 from anklume.errors import AnklumeError
-from tests.integration.build_env import BuildEnv
 from tests.support.events import EventCounter
 
 
-@pytest.fixture
-def env(incus, tmp_path):
-    e = BuildEnv(incus, tmp_path, incus.ensure_busybox_image())
-    try:
-        yield e
-    finally:
-        e.cleanup()
 
 
 def why(env, infra, lock, unit=None, as_json=False, store=None):
