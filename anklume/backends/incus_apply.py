@@ -60,8 +60,6 @@ class IncusBackend(IncusReader):
         self._image_locks: dict[tuple[str, str], threading.Lock] = {}
         self._guard = threading.Lock()
         self._connect_lock = threading.Lock()
-        self.reads = 0
-        self.writes = 0
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -79,16 +77,9 @@ class IncusBackend(IncusReader):
                 body: Any = None) -> Any:
         """``METHOD /1.0/<path>``; waits for background operations; returns the metadata."""
         client = self._connect()
-        node = client.api
-        for segment in path.split("/"):
-            node = node[quote(segment, safe="")]
+        node = self._node(path)
         where = f"{method.upper()} /1.0/{path}" + (f"?project={params['project']}" if params and
                                                      "project" in params else "")
-        with self._guard:
-            if method == "get":
-                self.reads += 1
-            else:
-                self.writes += 1
         kwargs: dict[str, Any] = {"params": dict(params or {})}
         if body is not None:
             kwargs["json"] = body
@@ -482,12 +473,15 @@ class IncusBackend(IncusReader):
                                                        "config": config}, etag):
                 return
 
-    def _get_etag(self, path: str) -> tuple[dict, str | None]:
+    def _node(self, path: str):
+        """pylxd's API node for ``/1.0/<path>`` on this thread's client."""
         node = self._connect().api
         for segment in path.split("/"):
-            node = node[segment]
-        with self._guard:
-            self.reads += 1
+            node = node[quote(segment, safe="")]
+        return node
+
+    def _get_etag(self, path: str) -> tuple[dict, str | None]:
+        node = self._node(path)
         try:
             response = node.get()
             return response.json()["metadata"], response.headers.get("ETag")
@@ -498,11 +492,7 @@ class IncusBackend(IncusReader):
 
     def _put_if_match(self, path: str, body: dict, etag: str | None) -> bool:
         """PUT guarded by If-Match; False when someone else changed the object first."""
-        node = self._connect().api
-        for segment in path.split("/"):
-            node = node[segment]
-        with self._guard:
-            self.writes += 1
+        node = self._node(path)
         try:
             node.put(json=body, headers={"If-Match": etag} if etag else None)
             return True

@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from anklume.errors import EXIT_CHANGES, EXIT_OK
 from anklume.units.graph import Graph
 from anklume.units.key import short
 from anklume.units.unit import DELETE_ORDER, MANAGED_KEY, UNIT_KEY, Unit
@@ -124,7 +125,7 @@ class Plan(msgspec.Struct, frozen=True):
 
     @property
     def exit_code(self) -> int:
-        return 2 if self.pending else 0
+        return EXIT_CHANGES if self.pending else EXIT_OK
 
     def summary(self) -> str:
         parts = [f"{self.count(a)} to {a}" for a in ("create", "update", "replace", "delete") if self.count(a)]
