@@ -3,8 +3,8 @@
 - busybox: Debian's busybox-static, ~1 MB, built in milliseconds, byte-for-byte deterministic
   (sorted entries, fixed mtimes, uid/gid 0, gzip without name/mtime), so its fingerprint is the
   same on every run with the same busybox-static and zlib.
-- debian-python: a minimal Debian 12 with python3 (for Ansible), made by mmdebstrap; ~35 s to
-  build once, then cached.
+- debian-python: a minimal Debian 12 with python3 (for Ansible) and python3-venv (for the
+  open_webui role), made by mmdebstrap; ~40 s to build once, then cached.
 
 Both boot busybox `init` with an inittab that runs /etc/init.d/rcS (lo up, and a DHCP client on
 eth0 when the instance has one) and then just keeps running.
@@ -308,7 +308,9 @@ def busybox_image_files() -> ImageFiles:
 
 DEBIAN_SUITE = "bookworm"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
-DEBIAN_PACKAGES = ("python3", "busybox", "udhcpc")
+# python3-venv: `python3 -m venv` for the open_webui role (pulls only python3-pip-whl,
+# python3-setuptools-whl and python3-distutils, a few MB).
+DEBIAN_PACKAGES = ("python3", "python3-venv", "busybox", "udhcpc")
 DEBIAN_EXCLUDES = (
     "/usr/share/man/*",
     "/usr/share/doc/*",
