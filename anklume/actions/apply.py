@@ -92,7 +92,7 @@ def _pools(graph: Graph) -> set[str]:
 def read_plan(graph: Graph, backend, store: SpecStore, *, prune: bool, replace: bool
               ) -> tuple[Plan, dict[str, LiveObject]]:
     domains = {u.name for u in graph if u.kind == "project"}
-    live = backend.read_live(domains, _pools(graph))
+    live = backend.read_live(domains, _pools(graph), exact_networks=False)
     return plan_changes(graph, live, specs=store.get, prune=prune, replace=replace), live
 
 

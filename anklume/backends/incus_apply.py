@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import msgspec
 import pylxd
@@ -42,6 +42,8 @@ from anklume.units.unit import LEASE_KEY, MANAGED_KEY, UNIT_KEY, Unit
 OPERATION_TIMEOUT = 300
 #: Seconds a build lease is valid (a dead holder on this host is detected sooner).
 LEASE_TTL = 3600
+#: The recorded key of a domain's bridge, mirrored on the domain's project (see read_live).
+BRIDGE_MIRROR_KEY = "user.anklume.bridge-key"
 #: Instance config keys Incus owns (kept as they are on an update, ignored by comparisons).
 OWNED_PREFIXES = ("volatile.", "image.")
 
@@ -106,8 +108,18 @@ class IncusBackend(IncusReader):
 
     # -- reading the live state -------------------------------------------------------------------
 
-    def read_live(self, domains: Iterable[str], pools: Iterable[str] = ("default",)) -> dict[str, LiveObject]:
-        """Every object anklume manages or would manage, by unit uid, in O(1) requests."""
+    def read_live(self, domains: Iterable[str], pools: Iterable[str] = ("default",), *,
+                  exact_networks: bool = True) -> dict[str, LiveObject]:
+        """Every object anklume manages or would manage, by unit uid, in O(1) requests.
+
+        ``exact_networks=False`` (the plan of a build) skips Incus's slowest listing,
+        ``GET /1.0/networks?recursion=1`` (it computes every bridge's ``used_by`` over every
+        instance): the bridge names come from the plain listing and each bridge's recorded key
+        from its domain project's mirror (:data:`BRIDGE_MIRROR_KEY`); a bridge without a mirror
+        is read on its own.  The mirror is cleared before a bridge is touched and set after its
+        key is recorded, so it never names a key the bridge does not carry.  What it cannot see
+        is a bridge deleted and re-created by hand under the same name: ``verify --live`` reads
+        the bridges themselves."""
         domains = set(domains)
         live: dict[str, LiveObject] = {}
 
@@ -121,19 +133,40 @@ class IncusBackend(IncusReader):
                 live[f"{obj.uid}@{obj.project}"] = obj
 
         scoped = set(domains)
-        # the slowest listing by far (Incus computes each bridge's used_by over every instance)
-        # runs on its own connection while the others are read
+        mirrors: dict[str, str] = {}
+        # the network listing runs on its own connection while the others are read
         with ThreadPoolExecutor(max_workers=1) as pool:
-            networks = pool.submit(self.get, "networks", recursion="1")
-            self._read_rest(domains, pools, scoped, put)
-            for n in networks.result():
+            networks = pool.submit(self.get, "networks", **({"recursion": "1"} if exact_networks else {}))
+            self._read_rest(domains, pools, scoped, put, mirrors)
+            listed = networks.result()
+        if exact_networks:
+            for n in listed:
                 if n["name"].startswith("net-") and (n["name"][4:] in domains
                                                      or (n.get("config") or {}).get(MANAGED_KEY) == "true"):
                     put(_network(n))
+            return live
+        for url in listed:
+            name = unquote(url.rsplit("/", 1)[-1])
+            if not name.startswith("net-"):
+                continue
+            key = mirrors.get(name[4:])
+            if key:
+                put(LiveObject(kind="network", name=name[4:], project="default", object=name, type="bridge",
+                               config={MANAGED_KEY: "true", UNIT_KEY: key}, status="Created"))
+                continue
+            try:
+                n = self.get(f"networks/{quote(name, safe='')}")
+            except NotFound:
+                continue
+            if name[4:] in domains or (n.get("config") or {}).get(MANAGED_KEY) == "true":
+                put(_network(n))
         return live
 
-    def _read_rest(self, domains: set[str], pools: Iterable[str], scoped: set[str], put) -> None:
+    def _read_rest(self, domains: set[str], pools: Iterable[str], scoped: set[str], put,
+                   mirrors: dict[str, str]) -> None:
         for p in self.get("projects", recursion="1"):
+            if (p.get("config") or {}).get(BRIDGE_MIRROR_KEY):
+                mirrors[p["name"]] = p["config"][BRIDGE_MIRROR_KEY]
             if p["name"] in domains or (p.get("config") or {}).get(MANAGED_KEY) == "true":
                 scoped.add(p["name"])
                 put(_project(p))
@@ -215,12 +248,16 @@ class IncusBackend(IncusReader):
             self.request("post", "projects", body={"name": unit.object, "description": unit.spec["description"],
                                                     "config": config})
         else:
+            if obj.config.get(BRIDGE_MIRROR_KEY):  # the PATCH replaces the config: keep the bridge's mirror
+                config[BRIDGE_MIRROR_KEY] = obj.config[BRIDGE_MIRROR_KEY]
             self.request("patch", f"projects/{unit.object}",
                          body={"description": unit.spec["description"], "config": config})
 
     def _apply_network(self, change: Change, unit: Unit, obj: LiveObject | None) -> None:
         # creating a bridge is not atomic (a build killed meanwhile leaves it "Pending"): the key
-        # is recorded by a last PATCH, and a network that is not "Created" is replaced
+        # is recorded by a last PATCH, and a network that is not "Created" is replaced.  The key's
+        # mirror on the domain's project is cleared first and set last (see read_live).
+        self._mirror_bridge_key(unit.name, "")
         if obj is not None and change.action == "replace":
             self.request("delete", f"networks/{obj.object}")
             obj = None
@@ -235,6 +272,25 @@ class IncusBackend(IncusReader):
         # have ignored its description)
         self.request("patch", f"networks/{unit.object}", body={"description": unit.spec["description"],
                                                                "config": {**config, UNIT_KEY: unit.key}})
+        self._mirror_bridge_key(unit.name, unit.key)
+
+    def _mirror_bridge_key(self, domain: str, key: str) -> None:
+        # Incus's PATCH of a project replaces its whole config: read, then PUT it back changed
+        # (only this bridge's unit and the project's own unit, which runs before it, write it)
+        try:
+            project = self.get(f"projects/{domain}")
+        except NotFound:
+            if key:  # no project to carry the mirror: the bridge is read on its own
+                raise
+            return
+        config = dict(project.get("config") or {})
+        if config.get(BRIDGE_MIRROR_KEY, "") == key:
+            return
+        config[BRIDGE_MIRROR_KEY] = key
+        if not key:
+            del config[BRIDGE_MIRROR_KEY]
+        self.request("put", f"projects/{domain}", body={"description": project.get("description") or "",
+                                                        "config": config})
 
     def _apply_profile(self, change: Change, unit: Unit, obj: LiveObject | None) -> None:
         body = {"description": unit.spec["description"], "config": {**unit.spec["config"], **self._marks(unit.key)},

@@ -170,12 +170,14 @@ def plan_units(infra: Infra, lock: Lock) -> Graph:
         network_uid = uid_of("network", dname)
         units.append(Unit(kind="project", name=dname, project="default", object=dname,
                           spec={"description": domain.description, "config": dict(PROJECT_FEATURES)}))
+        # after its project: the bridge's key is mirrored on the project (read without the
+        # slow bridge listing, see anklume.backends.incus_apply.IncusBackend.read_live)
         units.append(Unit(kind="network", name=dname, project="default", object=bridge_name(dname),
                           spec={"type": "bridge", "description": domain.description, "config": {
                               "ipv4.address": f"{base}.{domain.subnet_id}.254/24",
                               "ipv4.nat": "true",
                               "ipv6.address": "none",
-                          }}))
+                          }}, after=(project_uid,)))
         declared = {str(k): v or {} for k, v in (domain.profiles or {}).items()}
         default_decl = declared.pop("default", {})
         default_devices = {

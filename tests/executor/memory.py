@@ -23,7 +23,7 @@ class MemoryBackend:
         self.max_running = 0
         self._lock = threading.Lock()
 
-    def read_live(self, domains, pools=("default",)):
+    def read_live(self, domains, pools=("default",), *, exact_networks=True):
         self.reads += 1
         return dict(self.objects)
 

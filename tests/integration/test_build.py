@@ -283,3 +283,30 @@ def test_profile_and_volume_changes_apply_in_place_without_touching_instances(en
     with EventCounter(env.incus) as ev:
         assert env.build(infra2, lock2) == 0
     assert ev.writes == 0
+
+
+def test_bridge_key_mirror_fallbacks(env):
+    """The plan reads bridges without Incus's slow listing, from the key mirrored on each domain's
+    project; a missing mirror falls back to reading that bridge, and a bridge deleted by hand is
+    seen gone whatever its mirror says."""
+    from anklume.backends.incus_apply import BRIDGE_MIRROR_KEY
+
+    infra, lock = env.infra_lock(env.doc())
+    d0, d1 = env.dom(0), env.dom(1)
+    assert env.build(infra, lock) == 0, env.out.getvalue()
+    graph = plan_units(infra, lock)
+    assert env.query(f"/1.0/projects/{d0}")["config"][BRIDGE_MIRROR_KEY] == graph[f"network:{d0}"].key
+
+    env.incus.incus("project", "unset", d0, BRIDGE_MIRROR_KEY)
+    assert env.build(infra, lock, plan_only=True) == 0, env.out.getvalue()
+
+    # d1's bridge goes by hand (its instance and default profile first, or Incus refuses)
+    env.incus.incus("delete", "--force", f"{d1}-app", "--project", d1)
+    env.incus.incus("profile", "device", "remove", "default", "eth0", "--project", d1)
+    env.incus.incus("network", "delete", f"net-{d1}")
+    assert env.build(infra, lock, plan_only=True, as_json=True) == 2
+    planned = {c["unit"]: c["action"] for c in json.loads(env.out.getvalue())["changes"]}
+    assert planned[f"network:{d1}"] == "create" and planned[f"instance:{d1}-app"] == "create"
+    assert env.build(infra, lock) == 0, env.out.getvalue()
+    assert env.query(f"/1.0/projects/{d1}")["config"][BRIDGE_MIRROR_KEY] == graph[f"network:{d1}"].key
+    assert env.build(infra, lock, plan_only=True) == 0, env.out.getvalue()
