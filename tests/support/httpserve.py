@@ -9,8 +9,12 @@
 - `status`: {path: code} answers that code (with an empty body) instead of the content.
 - `delay`: seconds to wait before answering (a number for every path, or {path: seconds}), for
   timeout tests.
+- `ranges=True`: a `Range: bytes=N-` request gets 206 and the bytes from N (with Content-Range);
+  otherwise Range is ignored (200, the whole body), as many servers do.
+- `cut_after`: {path: n} sends the full headers but only the first n body bytes, then closes the
+  connection (a transfer cut short); one-shot: the entry is removed when used.
 - `srv.requests` lists the request paths (query string included) in order, `srv.hits(path)` counts
-  them; `srv.headers` keeps each request's headers.
+  them; `srv.headers` keeps each request's headers; `srv.sent` the body bytes sent for each.
 Anything else is a 404. Only GET and HEAD are served.
 """
 
@@ -35,6 +39,8 @@ class StaticHTTPServer:
         content_types: dict[str, str] | None = None,
         redirects: dict[str, str] | None = None,
         response_headers: dict[str, dict[str, str]] | None = None,
+        ranges: bool = False,
+        cut_after: dict[str, int] | None = None,
     ) -> None:
         self.files: dict[str, bytes] = {}
         self.root: Path | None = None
@@ -47,8 +53,11 @@ class StaticHTTPServer:
         self.content_types = dict(content_types or {})
         self.redirects = dict(redirects or {})
         self.response_headers = {k: dict(v) for k, v in (response_headers or {}).items()}
+        self.ranges = ranges
+        self.cut_after = dict(cut_after or {})
         self.requests: list[str] = []
         self.headers: list[dict[str, str]] = []
+        self.sent: list[int] = []
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -96,6 +105,7 @@ class StaticHTTPServer:
         with self._lock:
             self.requests.clear()
             self.headers.clear()
+            self.sent.clear()
 
     # --- content -----------------------------------------------------------------------------
 
@@ -126,6 +136,8 @@ def _make_handler(server: StaticHTTPServer):
             with server._lock:
                 server.requests.append(self.path)
                 server.headers.append(dict(self.headers.items()))
+                server.sent.append(0)
+                self._index = len(server.sent) - 1
             path = unquote(urlsplit(self.path).path)
             wait = server._delay_for(path)
             if wait:
@@ -143,9 +155,21 @@ def _make_handler(server: StaticHTTPServer):
             ctype = server.content_types.get(path) or (
                 mimetypes.guess_type(path)[0] or "application/octet-stream"
             )
-            self._send(200, body, ctype, head, server.response_headers.get(path))
+            extra = dict(server.response_headers.get(path) or {})
+            start = _range_start(self.headers.get("Range")) if server.ranges else None
+            if start is not None and start >= len(body):
+                self._send(416, b"", "text/plain", head, {"Content-Range": f"bytes */{len(body)}"})
+                return
+            if start is not None:
+                extra["Content-Range"] = f"bytes {start}-{len(body) - 1}/{len(body)}"
+                self._send(206, body[start:], ctype, head, extra)
+                return
+            self._send(200, body, ctype, head, extra)
 
         def _send(self, code: int, body: bytes, ctype: str, head: bool, extra: dict | None = None) -> None:
+            path = unquote(urlsplit(self.path).path)
+            with server._lock:
+                cut = server.cut_after.pop(path, None) if not head and code < 300 else None
             try:
                 self.send_response(code)
                 self.send_header("Content-Type", ctype)
@@ -154,7 +178,13 @@ def _make_handler(server: StaticHTTPServer):
                     self.send_header(name, value)
                 self.end_headers()
                 if not head:
-                    self.wfile.write(body)
+                    sent = body if cut is None else body[:cut]
+                    self.wfile.write(sent)
+                    with server._lock:
+                        server.sent[self._index] = len(sent)
+                if cut is not None:
+                    self.wfile.flush()
+                    self.close_connection = True
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (timeout tests)
 
@@ -165,3 +195,11 @@ def _make_handler(server: StaticHTTPServer):
             self._answer(head=True)
 
     return Handler
+
+
+def _range_start(value: str | None) -> int | None:
+    """N of a ``bytes=N-`` Range header (the only form served), else None."""
+    if not value or not value.startswith("bytes=") or not value.endswith("-"):
+        return None
+    number = value[len("bytes="):-1]
+    return int(number) if number.isdigit() else None
