@@ -30,7 +30,9 @@ from anklume.model.schema import Infra
 from anklume.project import Project
 from anklume.units.graph import Graph, plan_units
 from anklume.units.key import canonical, short
-from anklume.units.plan import Change, LiveObject, Plan, plan_changes
+from anklume.render.write import TreeChanges
+from anklume.units.plan import Change, LiveObject, Plan, mark_damaged, plan_changes
+from anklume.units.provision import PROVISION_KINDS, provision_live
 from anklume.units.unit import DELETE_ORDER
 
 
@@ -92,8 +94,33 @@ def _pools(graph: Graph) -> set[str]:
 def read_plan(graph: Graph, backend, store: SpecStore, *, prune: bool, replace: bool
               ) -> tuple[Plan, dict[str, LiveObject]]:
     domains = {u.name for u in graph if u.kind == "project"}
-    live = backend.read_live(domains, _pools(graph), exact_networks=False)
+    live = with_provision(graph, backend.read_live(domains, _pools(graph), exact_networks=False))
     return plan_changes(graph, live, specs=store.get, prune=prune, replace=replace), live
+
+
+def with_provision(graph: Graph, live: dict[str, LiveObject]) -> dict[str, LiveObject]:
+    """``live`` plus the units inside instances, as their instances' records say (see
+    :mod:`anklume.units.provision`)."""
+    inside = [u for u in graph if u.kind in PROVISION_KINDS]
+    out = {uid: o for uid, o in live.items() if o.kind not in PROVISION_KINDS}
+    if inside:
+        instances = {u.object: out[f"instance:{u.object}"] for u in inside if f"instance:{u.object}" in out}
+        out.update(provision_live(inside, instances))
+    return out
+
+
+def artefact_damage(plan: Plan, graph: Graph, backend, lock: Lock, *, deep: bool) -> dict[str, list[str]]:
+    """Read back the artefacts of unchanged units in unchanged, running instances (one exec per
+    instance; ``deep``: every byte re-hashed): uid -> what is wrong."""
+    from anklume.actions.provision import check_artefacts
+
+    action = {c.uid: c.action for c in plan.changes}
+    units = [u for u in graph if u.kind in ("ollama", "model", "wheel") and action.get(u.uid) == "unchanged"
+             and action.get(f"instance:{u.object}") == "unchanged"]
+    damaged: dict[str, list[str]] = {}
+    for d in check_artefacts(backend, units, lock, deep=deep) if units else []:
+        damaged.setdefault(d.uid, []).append(d.render())
+    return damaged
 
 
 _STYLE = {"create": "green", "update": "yellow", "replace": "bold magenta", "delete": "red", "unchanged": "dim"}
@@ -130,7 +157,7 @@ def print_plan(plan: Plan, console: Console, *, show_unchanged: bool = False) ->
 
 
 def plan_tasks(plan: Plan, graph: Graph, live: dict[str, LiveObject], backend, store: SpecStore,
-               *, replace: bool):
+               *, replace: bool, provisioner=None):
     from anklume.executor import Task
 
     tasks: list[Task] = []
@@ -151,7 +178,12 @@ def plan_tasks(plan: Plan, graph: Graph, live: dict[str, LiveObject], backend, s
         def run(change: Change = change, unit=unit, obj=obj) -> None:
             if unit is not None and change.action != "delete":
                 store.put(unit.key, unit.spec)
-            backend.apply(change, unit, obj, replace=replace)
+            if unit is not None and unit.kind in PROVISION_KINDS:
+                if provisioner is None:  # pragma: no cover - do_apply always passes one
+                    raise AnklumeError(f"{unit.uid}: nothing to apply units inside instances with")
+                provisioner.apply(unit)
+            else:
+                backend.apply(change, unit, obj, replace=replace)
 
         kind, _, name = change.uid.partition(":")
         # every bridge is made before any instance starts (ordering only, a failed bridge does not stop
@@ -163,10 +195,10 @@ def plan_tasks(plan: Plan, graph: Graph, live: dict[str, LiveObject], backend, s
 
 
 def apply_plan(plan: Plan, graph: Graph, live: dict[str, LiveObject], backend, store: SpecStore, *,
-               jobs: int, replace: bool, progress=None):
+               jobs: int, replace: bool, progress=None, provisioner=None):
     from anklume.executor import execute
 
-    tasks = plan_tasks(plan, graph, live, backend, store, replace=replace)
+    tasks = plan_tasks(plan, graph, live, backend, store, replace=replace, provisioner=provisioner)
     return execute(tasks, jobs=jobs, progress=progress)
 
 
@@ -174,13 +206,19 @@ def _targets(plan: Plan, graph: Graph, live: dict[str, LiveObject]):
     """The objects of the pending changes, to re-read under the lease."""
     for c in plan.pending:
         unit, obj = graph.get(c.uid), live.get(c.uid)
+        if unit is not None and unit.kind in PROVISION_KINDS:  # its record lives on its instance
+            unit, obj = graph.get(f"instance:{unit.object}"), live.get(f"instance:{unit.object}")
+            if unit is not None:
+                yield unit.uid, unit.kind, unit.project, unit.object, None
+            continue
         if unit is not None:
             yield c.uid, unit.kind, unit.project, unit.object, unit.spec.get("pool")
         if obj is not None and (unit is None or obj.project != unit.project):
             yield c.uid, obj.kind, obj.project, obj.object, obj.pool
 
 
-def _apply_pending(plan, graph, live, backend, store, out, *, as_json: bool, jobs: int, replace: bool):
+def _apply_pending(plan, graph, live, backend, store, out, *, as_json: bool, jobs: int, replace: bool,
+                   provisioner=None):
     from anklume.executor import make_progress
 
     if not plan.pending:
@@ -188,36 +226,57 @@ def _apply_pending(plan, graph, live, backend, store, out, *, as_json: bool, job
     if not as_json:
         print_plan(plan, out)
     progress = None if as_json else make_progress(len(plan.pending), out)
-    return apply_plan(plan, graph, live, backend, store, jobs=jobs, replace=replace, progress=progress)
+    return apply_plan(plan, graph, live, backend, store, jobs=jobs, replace=replace, progress=progress,
+                      provisioner=provisioner)
 
 
 def do_apply(project: Project, infra: Infra, lock: Lock, *, plan_only: bool, as_json: bool, jobs: int = 4,
              prune: bool = False, replace: bool = False, endpoint: str | None = None,
-             store: SpecStore | None = None, console: Console | None = None) -> int:
+             store: SpecStore | None = None, console: Console | None = None, tree: TreeChanges | None = None,
+             deep: bool = False, artefacts=None) -> int:
+    """Plan and apply; ``tree``: the Ansible tree changes about to be (or just) written (the roles'
+    variables); ``deep``: re-hash every placed artefact; ``artefacts``: the local artefact store."""
+    from anklume.actions.provision import ArtefactSources, Provisioner, provision_inputs
     from anklume.backends.incus_apply import IncusBackend, lease_holder
 
     out = console or Console(highlight=False)
     store = store or SpecStore()
-    graph = plan_units(infra, lock)
+    graph = plan_units(infra, lock, provision_inputs(project, infra, tree))
     backend = IncusBackend(endpoint)
+
+    def planned(plan: Plan) -> Plan:
+        return mark_damaged(plan, artefact_damage(plan, graph, backend, lock, deep=deep))
+
     if plan_only:
         plan, _ = read_plan(graph, backend, store, prune=prune, replace=replace)
+        plan = planned(plan)
         if as_json:
             out.print_json(json.dumps(plan_json(plan)))
         else:
             print_plan(plan, out)
         return plan.exit_code
+    provisioner = None
     with build_lock(project.root):
         plan, live = read_plan(graph, backend, store, prune=prune, replace=replace)
+        plan = planned(plan)
         if plan.pending:
             # changes to make: take the daemon-wide lease, then re-read what is about to change
             # (O(changes) requests) and plan again under it
             lease = backend.acquire_lease(lease_holder())
             try:
-                live = backend.refresh(live, _targets(plan, graph, live))
-                plan = plan_changes(graph, live, specs=store.get, prune=prune, replace=replace)
+                live = with_provision(graph, backend.refresh(live, _targets(plan, graph, live)))
+                damaged = {c.uid: [r.render() for r in c.reasons] for c in plan.changes
+                           if any(r.field == "artefact" for r in c.reasons)}
+                plan = mark_damaged(plan_changes(graph, live, specs=store.get, prune=prune, replace=replace),
+                                    damaged)
+                if any(u.kind in PROVISION_KINDS for u in graph):
+                    provisioner = Provisioner(
+                        backend, project, lock, sources=ArtefactSources.of(infra), store=artefacts,
+                        endpoint=endpoint,
+                        on_event=None if as_json else (lambda text: out.print(f"  {text}", markup=False,
+                                                                                highlight=False)))
                 results = _apply_pending(plan, graph, live, backend, store, out, as_json=as_json, jobs=jobs,
-                                         replace=replace)
+                                         replace=replace, provisioner=provisioner)
             finally:
                 backend.release_lease(lease)
         if not plan.pending:
@@ -233,7 +292,8 @@ def do_apply(project: Project, infra: Infra, lock: Lock, *, plan_only: bool, as_
     if as_json:
         done = {uid: {"status": o.status, "error": o.error, "seconds": round(o.seconds, 3)}
                 for uid, o in results.items()}
-        out.print_json(json.dumps({**plan_json(plan), "results": done}))
+        sent = dict(provisioner.transferred) if provisioner is not None else {}
+        out.print_json(json.dumps({**plan_json(plan), "results": done, "transferred": sent}))
     else:
         ok = sum(1 for o in results.values() if o.status == "ok")
         out.print(f"applied {ok} of {len(results)} change(s)"
@@ -243,13 +303,19 @@ def do_apply(project: Project, infra: Infra, lock: Lock, *, plan_only: bool, as_
     return 1 if failed else 0
 
 
+def _provision_inputs(project: Project, infra: Infra):
+    from anklume.actions.provision import provision_inputs
+
+    return provision_inputs(project, infra)
+
+
 def do_why(project: Project, infra: Infra, lock: Lock, *, unit: str | None = None, as_json: bool = False,
            endpoint: str | None = None, store: SpecStore | None = None, console: Console | None = None) -> int:
     """Why each unit (or the one named: ``instance:web`` or just ``web``) would be applied."""
     from anklume.backends.incus_apply import IncusBackend
 
     out = console or Console(highlight=False)
-    graph = plan_units(infra, lock)
+    graph = plan_units(infra, lock, _provision_inputs(project, infra))
     plan, _ = read_plan(graph, IncusBackend(endpoint), store or SpecStore(), prune=False, replace=False)
     changes = plan.changes
     if unit is not None:
@@ -273,7 +339,7 @@ def do_graph(project: Project, infra: Infra, lock: Lock, *, dot: bool = False, a
              console: Console | None = None) -> int:
     """The units, their keys and their dependencies (``--dot``: Graphviz)."""
     out = console or Console(highlight=False)
-    graph = plan_units(infra, lock)
+    graph = plan_units(infra, lock, _provision_inputs(project, infra))
     if as_json:
         out.print_json(json.dumps([{"unit": u.uid, "key": u.key, "after": list(u.after),
                                     "key_deps": list(u.key_deps)} for u in graph]))

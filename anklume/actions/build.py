@@ -23,7 +23,8 @@ def incus_endpoint(infra, flag: str | None) -> str | None:
 
 
 def do_build(infra_file: Path, *, apply: bool, prune_orphans: bool, plan_only: bool = False,
-             as_json: bool = False, jobs: int = 4, replace: bool = False, endpoint: str | None = None) -> int:
+             as_json: bool = False, jobs: int = 4, replace: bool = False, endpoint: str | None = None,
+             deep: bool = False) -> int:
     out = Console(highlight=False, soft_wrap=True, markup=False, emoji=False, stderr=as_json)
     project = Project(infra_file)
     infra = project.load_infra()
@@ -49,7 +50,8 @@ def do_build(infra_file: Path, *, apply: bool, prune_orphans: bool, plan_only: b
     from anklume.actions.apply import do_apply
 
     code = do_apply(project, infra, lock, plan_only=plan_only, as_json=as_json, jobs=jobs,
-                    prune=prune_orphans, replace=replace, endpoint=incus_endpoint(infra, endpoint))
+                    prune=prune_orphans, replace=replace, endpoint=incus_endpoint(infra, endpoint),
+                    tree=changes, deep=deep)
     if plan_only and code == 0:
         return tree_code
     return code

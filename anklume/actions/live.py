@@ -29,6 +29,7 @@ from anklume.model.schema import Infra
 from anklume.project import Project
 from anklume.units.graph import Graph, plan_units
 from anklume.units.plan import LiveObject, show_value
+from anklume.units.provision import PROVISION_KINDS, record_key
 from anklume.units.unit import Unit
 
 
@@ -67,6 +68,12 @@ def _compare_devices(uid: str, expected: Mapping[str, Mapping[str, str]],
 
 def unit_findings(unit: Unit, obj: LiveObject | None) -> list[Finding]:
     uid = unit.uid
+    if unit.kind in PROVISION_KINDS:  # recorded on its instance; what it placed: artefact_findings
+        recorded = obj.key if obj is not None else None
+        if recorded != unit.key:
+            return [Finding(uid, f"instance {unit.object}: config.{record_key(unit.kind, unit.name)}", unit.key,
+                            recorded)]
+        return []
     if obj is None:
         return [Finding(uid, "exists", f"{unit.kind} {unit.object}", None)]
     out: list[Finding] = []
@@ -135,19 +142,34 @@ def live_findings(graph: Graph, live: Mapping[str, LiveObject], lock: Lock, card
     return out
 
 
+def artefact_findings(graph: Graph, live: Mapping[str, LiveObject], backend, lock: Lock, *,
+                      deep: bool) -> list[Finding]:
+    """The artefacts recorded as placed, read back from their (running) instances: presence and
+    sizes, and with ``deep`` every byte re-hashed."""
+    from anklume.actions.provision import check_artefacts
+
+    units = [u for u in graph if u.kind in ("ollama", "model", "wheel")
+             and (live.get(u.uid) is not None and live[u.uid].key == u.key)
+             and getattr(live.get(f"instance:{u.object}"), "status", None) == "Running"]
+    return [Finding(d.uid, d.path, d.expected, d.actual)
+            for d in (check_artefacts(backend, units, lock, deep=deep) if units else [])]
+
+
 def do_verify_live(project: Project, infra: Infra, lock: Lock, *, as_json: bool = False,
-                   endpoint: str | None = None, console: Console | None = None) -> int:
+                   endpoint: str | None = None, console: Console | None = None, deep: bool = False) -> int:
+    from anklume.actions.apply import with_provision
+    from anklume.actions.provision import provision_inputs
     from anklume.backends.incus_apply import IncusBackend
     from anklume.resolve.gpus import parse_resources
 
     out = console or Console(highlight=False)
-    graph = plan_units(infra, lock)
+    graph = plan_units(infra, lock, provision_inputs(project, infra))
     backend = IncusBackend(endpoint)
     domains = {u.name for u in graph if u.kind == "project"}
     pools = {"default"} | {u.spec["pool"] for u in graph if u.kind == "volume"}
-    live = backend.read_live(domains, pools)
+    live = with_provision(graph, backend.read_live(domains, pools))
     cards = parse_resources(backend.resources()) if lock.gpus else []
-    findings = live_findings(graph, live, lock, cards)
+    findings = live_findings(graph, live, lock, cards) + artefact_findings(graph, live, backend, lock, deep=deep)
     if as_json:
         out.print_json(json.dumps({"clean": not findings, "findings": [msgspec.to_builtins(f) for f in findings]}))
     elif findings:

@@ -14,7 +14,8 @@ from anklume.render.tree import render_tree
 from anklume.render.write import read_tree_file
 
 
-def do_verify(infra_file: Path, *, live: bool = False, as_json: bool = False, endpoint: str | None = None) -> int:
+def do_verify(infra_file: Path, *, live: bool = False, as_json: bool = False, endpoint: str | None = None,
+              deep: bool = False) -> int:
     out = Console(highlight=False, soft_wrap=True, markup=False, emoji=False, stderr=as_json)
     project = Project(infra_file)
     infra = project.load_infra()
@@ -46,6 +47,6 @@ def do_verify(infra_file: Path, *, live: bool = False, as_json: bool = False, en
         from anklume.actions.build import incus_endpoint
         from anklume.actions.live import do_verify_live
 
-        code = max(code, do_verify_live(project, infra, lock, as_json=as_json,
+        code = max(code, do_verify_live(project, infra, lock, as_json=as_json, deep=deep,
                                         endpoint=incus_endpoint(infra, endpoint)))
     return code

@@ -42,9 +42,10 @@ incus_option = click.option("--incus", "endpoint", help="Incus socket path or ht
 @click.option("--prune", is_flag=True, help="Delete unprotected orphans (files and Incus objects); protected ones are never deleted.")
 @click.option("--replace", is_flag=True, help="Allow replacing protected instances whose image pin changed (a snapshot is taken first).")
 @click.option("--jobs", type=click.IntRange(1, 64), default=4, show_default=True, help="Units applied in parallel.")
+@click.option("--deep", is_flag=True, help="Re-hash every artefact placed in instances (default: presence and sizes) and repair what differs.")
 @incus_option
 @click.pass_context
-def build(ctx, infra_file, plan_only, as_json, no_apply, prune, replace, jobs, endpoint):
+def build(ctx, infra_file, plan_only, as_json, no_apply, prune, replace, jobs, deep, endpoint):
     """Write the Ansible tree from the lock, then apply to Incus only the units whose key changed.
 
     Refuses a stale lock. Exit codes: 0 done (`--plan`: nothing to do), 2 (`--plan`) changes pending,
@@ -53,16 +54,17 @@ def build(ctx, infra_file, plan_only, as_json, no_apply, prune, replace, jobs, e
     from anklume.actions.build import do_build
 
     run(ctx, do_build, infra_file, apply=not no_apply, prune_orphans=prune, plan_only=plan_only,
-        as_json=as_json, jobs=jobs, replace=replace, endpoint=endpoint)
+        as_json=as_json, jobs=jobs, replace=replace, deep=deep, endpoint=endpoint)
 
 
 @main.command()
 @infra_option
 @click.option("--live", is_flag=True, help="Also compare the live Incus objects, artefacts and GPU slots with the lock.")
 @click.option("--json", "as_json", is_flag=True, help="Findings as JSON (with --live).")
+@click.option("--deep", is_flag=True, help="With --live: re-hash every byte of the artefacts placed in instances (default: presence and sizes).")
 @incus_option
 @click.pass_context
-def verify(ctx, infra_file, live, as_json, endpoint):
+def verify(ctx, infra_file, live, as_json, deep, endpoint):
     """Prove the lock is fresh and every generated file's managed section is what the lock renders;
     with `--live`, that the live infrastructure is what the lock says. Writes nothing.
 
@@ -70,7 +72,7 @@ def verify(ctx, infra_file, live, as_json, endpoint):
     """
     from anklume.actions.verify import do_verify
 
-    run(ctx, do_verify, infra_file, live=live, as_json=as_json, endpoint=endpoint)
+    run(ctx, do_verify, infra_file, live=live, as_json=as_json, deep=deep, endpoint=endpoint)
 
 
 @main.command()

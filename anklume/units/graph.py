@@ -160,8 +160,21 @@ def _with_key(unit: Unit, key: str) -> Unit:
     return msgspec.structs.replace(unit, key=key)
 
 
-def plan_units(infra: Infra, lock: Lock) -> Graph:
-    """The units of the Incus layer for ``infra`` as pinned by ``lock``."""
+def plan_units(infra: Infra, lock: Lock, provision: Mapping[str, Any] | None = None) -> Graph:
+    """The units for ``infra`` as pinned by ``lock``: the Incus layer, and with ``provision``
+    (the on-disk inputs of :func:`anklume.units.provision.plan_provision`: ``role_digests`` and
+    ``vars_digests``) the units inside instances too."""
+    units = incus_units(infra, lock)
+    if provision is not None:
+        from anklume.units.provision import plan_provision
+
+        images = {u.name: u.identity["fingerprint"] for u in units if u.kind == "instance"}
+        units.extend(plan_provision(infra, lock, instance_images=images, **provision))
+    return build_graph(units)
+
+
+def incus_units(infra: Infra, lock: Lock) -> list[Unit]:
+    """The units of the Incus layer (not yet keyed)."""
     units: list[Unit] = []
     volumes: dict[str, Unit] = {}
     base = infra.global_.base_subnet
@@ -256,4 +269,4 @@ def plan_units(infra: Infra, lock: Lock) -> Graph:
                 raise GraphError(f"{u.uid} uses {kind} {name}, which is not declared",
                                  f"declare it under domains.{name.split('/')[0]}.profiles"
                                  if kind == "profile" else None)
-    return build_graph(units)
+    return units

@@ -245,3 +245,17 @@ def _orphans(graph: Graph, live: Mapping[str, LiveObject], prune: bool) -> list[
             blocked = "kept: pass --prune to delete it"
         out.append(Change(action="delete", uid=o.uid, old_key=o.key, reasons=reasons, blocked=blocked))
     return out
+
+
+def mark_damaged(plan: Plan, damaged: Mapping[str, list[str]]) -> Plan:
+    """``plan`` with each unchanged unit named in ``damaged`` (uid -> what was found wrong in its
+    instance) turned into an update whose reasons say what is wrong: ``build`` re-places it."""
+    if not damaged:
+        return plan
+    out = []
+    for c in plan.changes:
+        if c.action == "unchanged" and c.uid in damaged:
+            c = Change(action="update", uid=c.uid, key=c.key, old_key=c.old_key,
+                       reasons=[Reason("artefact", text=f"damaged in the instance: {d}") for d in damaged[c.uid]])
+        out.append(c)
+    return Plan(out)

@@ -6,7 +6,8 @@ from typing import Any, Literal
 
 import msgspec
 
-Kind = Literal["project", "network", "profile", "volume", "instance"]
+#: Incus objects, then the units placed inside instances (see anklume.units.provision).
+Kind = Literal["project", "network", "profile", "volume", "instance", "ollama", "model", "wheel", "role"]
 
 #: Order in which orphans of each kind are deleted (instances first, projects last).
 DELETE_ORDER: dict[str, int] = {"instance": 0, "volume": 1, "profile": 2, "network": 3, "project": 4}
