@@ -261,3 +261,52 @@ def test_delete(deb):
     deb.delete("/root/gone")
     deb.delete("/root/gone")  # absent: nothing to do
     assert deb.sizes(["/root/gone"]) == {"/root/gone": None}
+
+
+_REMOTE_SCRIPT = """
+import io, json, os, ssl, sys
+sys.path.insert(0, sys.argv[1])
+import pylxd
+from anklume.backends.incus_files import InstanceIO
+conf, server_crt, url = sys.argv[2], sys.argv[3], sys.argv[4]
+with open(server_crt, "w") as f:  # trust on first use, as `incus remote add --accept-certificate`
+    f.write(ssl.get_server_certificate(("127.0.0.1", 18443)))
+# trust_env off: requests would otherwise let REQUESTS_CA_BUNDLE replace the pinned certificate
+session = pylxd.client.get_session_for_url(url, verify=server_crt, cert=(conf + "/client.crt", conf + "/client.key"))
+session.trust_env = False
+client = pylxd.Client(endpoint=url, session=session)
+io_ = InstanceIO(client, "pio", "deb")
+data = os.urandom(3 * 1024 * 1024 + 5)
+io_.push("/root/remote.bin", data, mode=0o600)
+out = io.BytesIO()
+io_.pull("/root/remote.bin", out)
+print(json.dumps({"same": out.getvalue() == data, "endpoint": io_.endpoint,
+                  "echo": io_.exec(["cat"], stdin=b"over https").stdout.decode(),
+                  "sizes": io_.sizes(["/root/remote.bin", "/root/none"])}))
+"""
+
+
+def test_remote_https_endpoint(instances):
+    """The same code over https with client certificates: the daemon listens on 127.0.0.1 of its
+    own network namespace, and the client runs inside that namespace."""
+    import subprocess
+    import sys
+
+    from tests.support.procs import find_binary
+
+    incus = instances
+    conf = incus.env["INCUS_CONF"]
+    incus.incus("remote", "generate-certificate")  # into the private INCUS_CONF
+    incus.incus("config", "trust", "add-certificate", f"{conf}/client.crt")
+    incus.incus("config", "set", "core.https_address", "127.0.0.1:18443")
+    try:
+        repo = str(Path(__file__).resolve().parents[2])
+        done = subprocess.run(
+            [find_binary("ip"), "netns", "exec", incus.netns, sys.executable, "-c", _REMOTE_SCRIPT, repo, conf,
+             f"{conf}/servercert.crt", "https://127.0.0.1:18443"],
+            check=False, capture_output=True, text=True, timeout=120)
+    finally:
+        incus.incus("config", "unset", "core.https_address")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"same": True, "endpoint": "https://127.0.0.1:18443", "echo": "over https",
+                                       "sizes": {"/root/remote.bin": 3 * 1024 * 1024 + 5, "/root/none": None}}
