@@ -7,6 +7,10 @@ for the tests, so they lock, fetch, place and install this one instead:
     doc = pypi_json("0.12.4", filename, wheel, srv.url)  # /pypi/open-webui/json's shape
     files = pypi_files("0.12.4", srv.url)           # {"/pypi/open-webui/json": ..., ...}
 
+The JSON has PyPI's digests (sha256, blake2b_256, md5) and puts the wheel at PyPI's storage
+path, `<base_url>/packages/<b2[:2]>/<b2[2:4]>/<b2[4:]>/<filename>` (b2: blake2b_256), so the
+canonical https://files.pythonhosted.org/packages/... URL and the loopback one share their path.
+
 The wheel is a valid, dependency-free wheel (METADATA, WHEEL, RECORD with hashes,
 entry_points.txt) with the same distribution name, `open-webui`, and console script,
 `open-webui = open_webui:main`; the script prints its version and the OLLAMA_BASE_URL it sees,
@@ -26,7 +30,7 @@ MODULE = "open_webui"
 REQUIRES_PYTHON = ">=3.11, <3.13"
 #: zip timestamp of every member (zip cannot store dates before 1980).
 ZIP_DATE = (2024, 1, 1, 0, 0, 0)
-#: where pypi_json puts the wheel, under the server's base URL.
+#: where pypi_json puts the wheel, under the server's base URL (then PyPI's storage path).
 PACKAGES_PATH = "/packages/"
 
 INIT_PY = '''\
@@ -97,18 +101,26 @@ def build_webui_wheel(version: str, requires_python: str = REQUIRES_PYTHON) -> t
     return wheel_filename(version), buf.getvalue()
 
 
+def storage_path(filename: str, wheel: bytes) -> str:
+    """PyPI's storage path of a file: /packages/<aa>/<bb>/<rest of blake2b_256>/<filename>."""
+    b2 = hashlib.blake2b(wheel, digest_size=32).hexdigest()
+    return f"{PACKAGES_PATH}{b2[:2]}/{b2[2:4]}/{b2[4:]}/{filename}"
+
+
 def pypi_json(version: str, filename: str, wheel: bytes, base_url: str,
               requires_python: str = REQUIRES_PYTHON) -> bytes:
     """A document shaped like PyPI's JSON API (/pypi/open-webui/json) for this one wheel, whose
-    `url` is <base_url>/packages/<filename>."""
+    `url` is <base_url> + storage_path(filename, wheel)."""
     doc = {
         "info": {"name": DIST_NAME, "version": version, "requires_python": requires_python,
                  "summary": "TEST DOUBLE of Open WebUI (anklume tests)"},
         "urls": [{
             "packagetype": "bdist_wheel",
             "filename": filename,
-            "url": base_url.rstrip("/") + PACKAGES_PATH + filename,
-            "digests": {"sha256": hashlib.sha256(wheel).hexdigest()},
+            "url": base_url.rstrip("/") + storage_path(filename, wheel),
+            "digests": {"blake2b_256": hashlib.blake2b(wheel, digest_size=32).hexdigest(),
+                        "md5": hashlib.md5(wheel).hexdigest(),  # PyPI gives md5 too
+                        "sha256": hashlib.sha256(wheel).hexdigest()},
             "size": len(wheel),
             "requires_python": requires_python,
             "python_version": "py3",
@@ -126,5 +138,5 @@ def pypi_files(version: str, base_url: str,
     return {
         f"/pypi/{DIST_NAME}/json": doc,
         f"/pypi/{DIST_NAME}/{version}/json": doc,
-        PACKAGES_PATH + filename: wheel,
+        storage_path(filename, wheel): wheel,
     }

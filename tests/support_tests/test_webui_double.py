@@ -53,14 +53,16 @@ def test_pypi_json_describes_the_wheel():
     (url,) = doc["urls"]
     assert url["packagetype"] == "bdist_wheel"
     assert url["filename"] == filename
-    assert url["url"] == f"http://127.0.0.1:8000/packages/{filename}"
-    assert url["digests"]["sha256"] == hashlib.sha256(wheel).hexdigest()
+    b2 = hashlib.blake2b(wheel, digest_size=32).hexdigest()
+    assert url["url"] == f"http://127.0.0.1:8000/packages/{b2[:2]}/{b2[2:4]}/{b2[4:]}/{filename}"
+    assert url["digests"] == {"sha256": hashlib.sha256(wheel).hexdigest(), "blake2b_256": b2,
+                              "md5": hashlib.md5(wheel).hexdigest()}
     assert url["size"] == len(wheel)
     assert url["requires_python"] == REQUIRES_PYTHON
     files = pypi_files(VERSION, "http://127.0.0.1:8000")
-    assert sorted(files) == sorted(["/pypi/open-webui/json", "/pypi/open-webui/0.12.4/json",
-                                    f"/packages/{filename}"])
-    assert files[f"/packages/{filename}"] == wheel
+    path = f"/packages/{b2[:2]}/{b2[2:4]}/{b2[4:]}/{filename}"
+    assert sorted(files) == sorted(["/pypi/open-webui/json", "/pypi/open-webui/0.12.4/json", path])
+    assert files[path] == wheel
 
 
 def test_wheel_installs_offline_and_its_script_runs(tmp_path):
