@@ -58,5 +58,6 @@ def do_lock(infra_file: Path, *, check: bool, update: bool, names: tuple[str, ..
     for line in changes:
         out.print(line)
     out.print(f"wrote {project.lock_file.name}: {len(new.images)} image(s), {len(new.models)} model(s), "
-              f"{'Ollama, ' if new.ollama else ''}{len(new.gpus)} GPU assignment(s)")
+              f"{'Ollama, ' if new.ollama else ''}{'Open WebUI, ' if new.open_webui else ''}"
+              f"{len(new.gpus)} GPU assignment(s)")
     return 0

@@ -12,7 +12,7 @@ from anklume.cli import infra_option, main, run
 @main.command()
 @infra_option
 @click.option("--check", is_flag=True, help="Exit 1 if the lock would change (its infra hash is not that of infra.yml); offline, writes nothing.")
-@click.option("--update", is_flag=True, help="Re-resolve pins: all of them, or only the NAMES given (image refs, model refs, 'ollama', machine names or 'gpus').")
+@click.option("--update", is_flag=True, help="Re-resolve pins: all of them, or only the NAMES given (image refs, model refs, 'ollama', 'open-webui', machine names or 'gpus').")
 @click.option("--offline", is_flag=True, help="Resolve only from the lock and the local cache.")
 @click.option("--gpu-inventory", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Lock for another host: its `anklume gpus --json` or `incus query /1.0/resources` output.")

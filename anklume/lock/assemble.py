@@ -16,19 +16,24 @@ from anklume.errors import ResolveError
 from anklume.lock.codec import infra_hash
 from anklume.lock.gpu import Card, assign_gpus, check_vram, sharing_warnings
 from anklume.lock.keys import (INSTANCE_TYPES, RELEASE_ARCH, effective_image, image_key, is_gpu_machine,
-                               iter_machines, needs_ollama)
+                               iter_machines, needs_ollama, needs_open_webui)
 from anklume.lock.schema import (LOCK_VERSION, ImageLocked, ImageOriginal, ImagePin, Lock, ModelLocked,
-                                 ModelOriginal, ModelPin, OllamaLocked, OllamaOriginal, OllamaPin)
+                                 ModelOriginal, ModelPin, OllamaLocked, OllamaOriginal, OllamaPin,
+                                 OpenWebUILocked, OpenWebUIOriginal, OpenWebUIPin)
 from anklume.model.names import parse_image_ref
 from anklume.model.schema import Infra
 
 T = TypeVar("T")
+
+#: The ``--update`` name of the Open WebUI pin (its PyPI project name).
+OPEN_WEBUI_PIN = "open-webui"
 
 
 class Resolver(Protocol):
     def image(self, original: ImageOriginal) -> ImageLocked: ...
     def ollama(self, original: OllamaOriginal) -> OllamaLocked: ...
     def model(self, ref: str) -> ModelLocked: ...
+    def open_webui(self, original: OpenWebUIOriginal) -> OpenWebUILocked: ...
     def gpu_inventory(self) -> Sequence[Card]: ...
 
 
@@ -49,10 +54,11 @@ class Requirements:
 
     images: dict[str, ImageOriginal] = field(default_factory=dict)
     ollama: OllamaOriginal | None = None
+    open_webui: OpenWebUIOriginal | None = None
     models: list[str] = field(default_factory=list)
     gpu_machines: list[str] = field(default_factory=list)
     machine_models: dict[str, list[str]] = field(default_factory=dict)
-    #: ("image", key) / ("model", ref) / ("ollama", "") -> the infra.yml key path that
+    #: ("image", key) / ("model", ref) / ("ollama", "") / ("open_webui", "") -> the infra.yml key path that
     #: first asks for it, so a pin that cannot be resolved is reported where it is written.
     where: dict[tuple[str, str], str] = field(default_factory=dict)
 
@@ -72,6 +78,9 @@ def requirements(infra: Infra) -> Requirements:
         if needs_ollama(machine):
             req.ollama = OllamaOriginal(version=infra.global_.ollama.version, architecture=RELEASE_ARCH[arch])
             req.where.setdefault(("ollama", ""), f"global.ollama.version (needed by {mpath})")
+        if needs_open_webui(machine):
+            req.open_webui = OpenWebUIOriginal(version=infra.global_.open_webui.version)
+            req.where.setdefault(("open_webui", ""), f"global.open_webui.version (needed by {mpath})")
         for i, ref in enumerate(machine.models or []):
             req.where.setdefault(("model", ref), f"{mpath}.models[{i}]")
             if ref not in req.models:
@@ -93,6 +102,8 @@ def known_pin_names(lock: Lock | None, infra: Infra) -> set[str]:
     names |= set(lock.models) | set(req.models) | set(lock.gpus) | set(req.gpu_machines)
     if lock.ollama is not None or req.ollama is not None:
         names.add("ollama")
+    if lock.open_webui is not None or req.open_webui is not None:
+        names.add(OPEN_WEBUI_PIN)
     if lock.gpus or req.gpu_machines:
         names.add("gpus")
     return names
@@ -127,6 +138,14 @@ def lock_infra(infra: Infra, old: Lock | None, resolver: Resolver, update: Updat
             wanted = req.ollama
             ollama = OllamaPin(original=wanted, locked=resolve("ollama", "", lambda: resolver.ollama(wanted)))
 
+    open_webui = None
+    if req.open_webui is not None:
+        open_webui = old.open_webui
+        if open_webui is None or open_webui.original != req.open_webui or update.wants(OPEN_WEBUI_PIN):
+            asked = req.open_webui
+            open_webui = OpenWebUIPin(original=asked,
+                                      locked=resolve("open_webui", "", lambda: resolver.open_webui(asked)))
+
     models: dict[str, ModelPin] = {}
     for ref in sorted(req.models):
         pin = old.models.get(ref)
@@ -148,7 +167,7 @@ def lock_infra(infra: Infra, old: Lock | None, resolver: Resolver, update: Updat
     for w in sharing_warnings(gpus) + check_vram(gpus, req.machine_models, models):
         warn(w)
     return Lock(version=LOCK_VERSION, infra_hash=infra_hash(infra), images=images, ollama=ollama,
-                models=models, gpus=gpus)
+                open_webui=open_webui, models=models, gpus=gpus)
 
 
 def _still_valid(old: Lock, machines: list[str], policy: str) -> bool:
@@ -178,6 +197,9 @@ def describe_changes(old: Lock | None, new: Lock) -> list[str]:
     compare("image", old.images, new.images, lambda p: f"{p.locked.fingerprint[:12]} ({p.locked.serial or 'local'})")
     compare("ollama", {"ollama": old.ollama} if old.ollama else {},
             {"ollama": new.ollama} if new.ollama else {},
+            lambda p: f"v{p.locked.version} {p.locked.sha256[:12]}")
+    compare(OPEN_WEBUI_PIN, {OPEN_WEBUI_PIN: old.open_webui} if old.open_webui else {},
+            {OPEN_WEBUI_PIN: new.open_webui} if new.open_webui else {},
             lambda p: f"v{p.locked.version} {p.locked.sha256[:12]}")
     compare("model", old.models, new.models, lambda p: p.locked.digest[:19])
     compare("gpu", old.gpus, new.gpus, lambda p: f"{p.locked.pci} {p.locked.model or ''}".strip())

@@ -11,6 +11,8 @@ from anklume.model.names import parse_image_ref
 from anklume.model.schema import DEFAULT_OS_IMAGE, Domain, Infra, Machine
 
 INSTANCE_TYPES = {"lxc": "container", "vm": "virtual-machine"}
+OLLAMA_ROLE = "ollama_server"
+OPEN_WEBUI_ROLE = "open_webui"
 #: Ollama release asset names of the Incus architectures (``global.architecture``).
 RELEASE_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 
@@ -47,4 +49,8 @@ def is_gpu_machine(domain: Domain, machine: Machine) -> bool:
 
 
 def needs_ollama(machine: Machine) -> bool:
-    return bool(machine.models) or "ollama_server" in (machine.roles or [])
+    return bool(machine.models) or OLLAMA_ROLE in (machine.roles or [])
+
+
+def needs_open_webui(machine: Machine) -> bool:
+    return OPEN_WEBUI_ROLE in (machine.roles or [])

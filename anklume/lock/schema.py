@@ -3,7 +3,7 @@ and what it resolved to (``locked``), as Nix flake locks do.
 
 The lock records where things come from by their *canonical* public names
 (``https://images.linuxcontainers.org``, ``registry.ollama.ai``, the GitHub
-release URL): a mirror changes where bytes are fetched, never what the lock says.
+release URL, ``files.pythonhosted.org``): a mirror changes where bytes are fetched, never what the lock says.
 """
 
 from __future__ import annotations
@@ -100,6 +100,27 @@ class ModelPin(Base):
     locked: ModelLocked
 
 
+# -- Open WebUI ---------------------------------------------------------------------
+
+
+class OpenWebUIOriginal(Base):
+    version: str  # what the user asked for: "0.12.4", or "latest"
+
+
+class OpenWebUILocked(Base):
+    version: str  # the release's version as PyPI lists it
+    filename: str  # the py3-none-any wheel: "open_webui-0.12.4-py3-none-any.whl"
+    url: str  # canonical https://files.pythonhosted.org/packages/... URL of the wheel
+    sha256: str  # hex, as PyPI's digests.sha256
+    size: int
+    requires_python: str | None = None  # the wheel's Requires-Python: "<3.13.0a1,>=3.11"
+
+
+class OpenWebUIPin(Base):
+    original: OpenWebUIOriginal
+    locked: OpenWebUILocked
+
+
 # -- GPUs -----------------------------------------------------------------------
 
 
@@ -130,5 +151,6 @@ class Lock(Base):
     infra_hash: str  # "blake3:<hex>" of the canonical parsed infra model
     images: dict[str, ImagePin] = {}
     ollama: OllamaPin | None = None
+    open_webui: OpenWebUIPin | None = None
     models: dict[str, ModelPin] = {}
     gpus: dict[str, GpuPin] = {}

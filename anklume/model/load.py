@@ -7,8 +7,8 @@ from typing import Any
 
 from anklume.errors import InvalidInfra
 from anklume.model.convert import Context, convert_struct, describe
-from anklume.model.schema import (Domain, Global, Infra, Machine, OllamaSettings, ProfileShape,
-                                  SourcesSettings, StorageVolumeShape)
+from anklume.model.schema import (Domain, Global, Infra, Machine, OllamaSettings, OpenWebUISettings,
+                                  ProfileShape, SourcesSettings, StorageVolumeShape)
 from anklume.model.validate import validate_infra
 from anklume.model.yamlsafe import Path_, load_yaml
 
@@ -35,6 +35,7 @@ def convert_infra(raw: dict[str, Any], ctx: Context) -> Infra | None:
 def _global(value: Any, path: Path_, ctx: Context) -> Global | None:
     return convert_struct(value, Global, path, ctx, nested={
         "ollama": lambda v, p, c: convert_struct(v, OllamaSettings, p, c),
+        "open_webui": lambda v, p, c: convert_struct(v, OpenWebUISettings, p, c),
         "sources": lambda v, p, c: convert_struct(v, SourcesSettings, p, c),
     })
 

@@ -1,7 +1,7 @@
 """The ``infra.yml`` model: msgspec structs with the original's keys, meanings
 and defaults (anklume v1 at b859608), plus the keys anklume adds:
 ``machines.<m>.models``, ``machines.<m>.vars``, ``global.ollama``,
-``global.sources`` and ``global.architecture``.
+``global.open_webui``, ``global.sources`` and ``global.architecture``.
 
 Pass-through mappings (profiles, config, devices, storage volumes, vars) are kept
 as plain dicts in the order the user wrote them, because the generated Ansible
@@ -69,6 +69,12 @@ class OllamaSettings(Base):
     version: str = "latest"
 
 
+class OpenWebUISettings(Base):
+    """The Open WebUI package (PyPI ``open-webui``) the ``open_webui`` role installs."""
+
+    version: str = "latest"
+
+
 class SourcesSettings(Base):
     """Where to fetch from (mirrors).  Never part of the infra hash."""
 
@@ -76,6 +82,7 @@ class SourcesSettings(Base):
     ollama_registry: str | None = None
     ollama_releases: str | None = None
     incus: str | None = None
+    pypi: str | None = None
 
 
 class Global(Base):
@@ -88,6 +95,7 @@ class Global(Base):
     # anklume additions
     architecture: Literal["x86_64", "aarch64"] = "x86_64"
     ollama: OllamaSettings = OllamaSettings()
+    open_webui: OpenWebUISettings = OpenWebUISettings()
     sources: SourcesSettings = SourcesSettings()
 
 

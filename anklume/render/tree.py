@@ -12,14 +12,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from anklume.errors import StaleLock
-from anklume.lock.keys import image_key, is_gpu_machine, iter_machines, needs_ollama
+from anklume.lock.keys import OLLAMA_ROLE, OPEN_WEBUI_ROLE, image_key, is_gpu_machine, iter_machines, needs_ollama
 from anklume.lock.schema import Lock
 from anklume.model.schema import Domain, Infra, Machine
 from anklume.render.yamlout import dump
 
 OLLAMA_PORT = 11434
-OLLAMA_ROLE = "ollama_server"
-OPEN_WEBUI_ROLE = "open_webui"
 ALL_VARS = "group_vars/all.yml"
 
 
@@ -139,6 +137,11 @@ def _add_pins(hvars: dict[str, Any], infra: Infra, lock: Lock, dname: str, domai
         url = open_webui_ollama_url(dname, ollama_hosts)
         if url is not None:
             put("open_webui_ollama_url", url)
+        if lock.open_webui is None:
+            raise _stale(f"the Open WebUI package (machine '{mname}' needs it)")
+        put("open_webui_version", lock.open_webui.locked.version)
+        put("open_webui_wheel_filename", lock.open_webui.locked.filename)
+        put("open_webui_wheel_sha256", lock.open_webui.locked.sha256)
 
 
 def _ollama_hosts(infra: Infra) -> dict[str | None, list[Machine]]:

@@ -6,6 +6,7 @@ fetches the bytes through :class:`anklume.resolve.http.Fetcher`:
 - ``simplestreams``: Incus image aliases -> fingerprints and file hashes (and
   ``local:<alias>`` through an Incus reader);
 - ``ollama``: Ollama releases -> asset URL + sha256, model refs -> manifest digests;
+- ``pypi``: the Open WebUI version -> its wheel's file name, URL, sha256 and size;
 - ``gpus``: Incus resources + nvidia-smi -> GPU cards; ``inventory`` asks the host;
 - ``sources``: which URL each source is fetched from (mirrors), and the canonical names
   the lock records;

@@ -14,11 +14,13 @@ import msgspec
 
 from anklume.errors import AnklumeError, OfflineMiss
 from anklume.fsio import default_cache_dir, read_input
-from anklume.lock.schema import ImageLocked, ImageOriginal, ModelLocked, OllamaLocked, OllamaOriginal
+from anklume.lock.schema import (ImageLocked, ImageOriginal, ModelLocked, OllamaLocked, OllamaOriginal,
+                                 OpenWebUILocked, OpenWebUIOriginal)
 from anklume.model.schema import Infra
 from anklume.resolve.gpus import GpuCard, join_inventory, parse_inventory_file, parse_nvidia_smi_csv
 from anklume.resolve.http import Fetcher
 from anklume.resolve.ollama import resolve_model, resolve_release
+from anklume.resolve.pypi import resolve_open_webui
 from anklume.resolve.simplestreams import resolve_image, resolve_local_image
 from anklume.resolve.sources import effective_sources
 
@@ -57,6 +59,9 @@ class LiveResolver:
 
     def model(self, ref: str) -> ModelLocked:
         return resolve_model(self.fetcher, self.sources.ollama_registry, ref)
+
+    def open_webui(self, original: OpenWebUIOriginal) -> OpenWebUILocked:
+        return resolve_open_webui(self.fetcher, self.sources.pypi, original.version)
 
     def gpu_inventory(self) -> Sequence[GpuCard]:
         if self.gpu_inventory_file is not None:

@@ -4,7 +4,8 @@ A mirror changes where bytes come from, never what the lock says: resolvers fetc
 the effective URL and record the canonical one (``CANONICAL_*``).
 
 Precedence, highest first: the environment (``ANKLUME_IMAGES_URL``,
-``ANKLUME_OLLAMA_REGISTRY``, ``ANKLUME_OLLAMA_RELEASES``, ``ANKLUME_INCUS``), then
+``ANKLUME_OLLAMA_REGISTRY``, ``ANKLUME_OLLAMA_RELEASES``, ``ANKLUME_INCUS``,
+``ANKLUME_PYPI``), then
 infra.yml's ``global.sources``, then the defaults.  An empty value counts as unset.
 """
 
@@ -21,6 +22,9 @@ from anklume.model.names import DEFAULT_REGISTRY
 CANONICAL_IMAGES = "https://images.linuxcontainers.org"
 CANONICAL_OLLAMA_REGISTRY = "https://registry.ollama.ai"
 CANONICAL_OLLAMA_RELEASES = "https://github.com/ollama/ollama/releases/download"
+CANONICAL_PYPI = "https://pypi.org"
+#: Where PyPI's files live: ``<this>/<blake2b_256 as aa/bb/rest>/<filename>``.
+CANONICAL_PYPI_FILES = "https://files.pythonhosted.org/packages"
 OLLAMA_REGISTRY_HOST = DEFAULT_REGISTRY
 
 #: Local Incus sockets, tried in this order when ``incus`` is not set.
@@ -32,6 +36,7 @@ ENV_VARS = {
     "ollama_registry": "ANKLUME_OLLAMA_REGISTRY",
     "ollama_releases": "ANKLUME_OLLAMA_RELEASES",
     "incus": "ANKLUME_INCUS",
+    "pypi": "ANKLUME_PYPI",
 }
 
 _HTTP_URL = re.compile(r"https?://[^\s/?#]+(/[^\s?#]*)?")
@@ -44,6 +49,7 @@ class Sources(msgspec.Struct, frozen=True, kw_only=True):
     ollama_registry: str = CANONICAL_OLLAMA_REGISTRY
     ollama_releases: str = CANONICAL_OLLAMA_RELEASES
     incus: str | None = None
+    pypi: str = CANONICAL_PYPI
 
 
 def source_hint(field: str) -> str:

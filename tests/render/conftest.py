@@ -15,10 +15,10 @@ import pytest
 from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 from pathlib import Path
 
-from anklume.lock.keys import image_key, is_gpu_machine, iter_machines, needs_ollama
+from anklume.lock.keys import image_key, is_gpu_machine, iter_machines, needs_ollama, needs_open_webui
 from anklume.lock.schema import (LOCK_VERSION, GpuLocked, GpuOriginal, GpuPin, ImageLocked, ImageOriginal,
                                  ImagePin, Lock, ModelBlob, ModelLocked, ModelOriginal, ModelPin, OllamaLocked,
-                                 OllamaOriginal, OllamaPin)
+                                 OllamaOriginal, OllamaPin, OpenWebUILocked, OpenWebUIOriginal, OpenWebUIPin)
 from anklume.model.load import load_infra
 from anklume.model.names import parse_image_ref, parse_model_ref
 from anklume.model.schema import Infra
@@ -43,11 +43,15 @@ def fake_sha(*parts: str) -> str:
 OLLAMA_VERSION = "0.13.1"
 OLLAMA_URL = f"https://github.com/ollama/ollama/releases/download/v{OLLAMA_VERSION}/ollama-linux-amd64.tgz"
 OLLAMA_SHA = fake_sha("ollama", OLLAMA_VERSION)
+WEBUI_VERSION = "0.12.4"
+WEBUI_WHEEL = f"open_webui-{WEBUI_VERSION}-py3-none-any.whl"
+WEBUI_SHA = fake_sha("open-webui", WEBUI_VERSION)
 
 
 def make_lock(infra: Infra, *, skip: set[str] = frozenset()) -> Lock:
-    """Every pin ``infra`` needs; ``skip`` leaves some out ("image", "gpu", "ollama", "models")."""
-    images, models, gpus, ollama = {}, {}, {}, None
+    """Every pin ``infra`` needs; ``skip`` leaves some out ("image", "gpu", "ollama", "models",
+    "open_webui")."""
+    images, models, gpus, ollama, webui = {}, {}, {}, None, None
     for _d, domain, mname, machine in iter_machines(infra):
         key = image_key(infra, machine)
         remote, alias, _ = parse_image_ref(key.split(" ")[0])
@@ -64,6 +68,12 @@ def make_lock(infra: Infra, *, skip: set[str] = frozenset()) -> Lock:
             ollama = OllamaPin(original=OllamaOriginal(version=infra.global_.ollama.version, architecture="amd64"),
                                locked=OllamaLocked(version=OLLAMA_VERSION, asset="ollama-linux-amd64.tgz",
                                                    url=OLLAMA_URL, sha256=OLLAMA_SHA))
+        if needs_open_webui(machine):
+            webui = OpenWebUIPin(original=OpenWebUIOriginal(version=infra.global_.open_webui.version),
+                                 locked=OpenWebUILocked(version=WEBUI_VERSION, filename=WEBUI_WHEEL,
+                                                        url=f"https://files.pythonhosted.org/packages/{WEBUI_WHEEL}",
+                                                        sha256=WEBUI_SHA, size=106366595,
+                                                        requires_python=">=3.11"))
         for ref in machine.models or []:
             config = ModelBlob(mediaType="application/vnd.docker.container.image.v1+json",
                                digest="sha256:" + fake_sha("config", ref), size=561)
@@ -75,6 +85,7 @@ def make_lock(infra: Infra, *, skip: set[str] = frozenset()) -> Lock:
     return Lock(version=LOCK_VERSION, infra_hash="blake3:" + "0" * 64,
                 images={} if "image" in skip else images,
                 ollama=None if "ollama" in skip else ollama,
+                open_webui=None if "open_webui" in skip else webui,
                 models={} if "models" in skip else models,
                 gpus={} if "gpu" in skip else gpus)
 

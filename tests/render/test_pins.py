@@ -8,7 +8,10 @@ import yaml
 from anklume.errors import StaleLock
 from anklume.render.tree import render_tree
 
-from .conftest import OLLAMA_SHA, OLLAMA_URL, OLLAMA_VERSION, fake_sha, load_example, load_text, make_lock, model_digest
+from .conftest import (OLLAMA_SHA, OLLAMA_URL, OLLAMA_VERSION, WEBUI_SHA, WEBUI_VERSION, WEBUI_WHEEL, fake_sha,
+                       load_example, load_text, make_lock, model_digest)
+
+WEBUI_KEYS = ["open_webui_version", "open_webui_wheel_filename", "open_webui_wheel_sha256"]
 
 V1_KEYS = ["instance_name", "instance_type", "instance_description", "instance_domain", "instance_ephemeral",
            "instance_os_image", "instance_ip"]
@@ -39,7 +42,10 @@ def test_pro_workstation_pins_are_added_after_the_original_keys():
         f"ollama_release_sha256: {OLLAMA_SHA}\n")
     assert pinned["host_vars/pw-webui.yml"][len(v1["host_vars/pw-webui.yml"]):] == (
         f"instance_image_fingerprint: {fingerprint}\n"
-        "open_webui_ollama_url: http://10.100.3.10:11434\n")
+        "open_webui_ollama_url: http://10.100.3.10:11434\n"
+        f"open_webui_version: {WEBUI_VERSION}\n"
+        f"open_webui_wheel_filename: {WEBUI_WHEEL}\n"
+        f"open_webui_wheel_sha256: {WEBUI_SHA}\n")
 
 
 INFRA = """
@@ -80,8 +86,9 @@ def test_order_of_every_added_key_and_models_in_the_users_order():
     ]
     webui = yaml.safe_load(tree["host_vars/webui.yml"])
     assert webui["instance_image_fingerprint"] == fake_sha("image", "images:alpine/3.20")
-    assert list(webui)[-2:] == ["instance_image_fingerprint", "open_webui_ollama_url"]
+    assert list(webui)[-5:] == ["instance_image_fingerprint", "open_webui_ollama_url", *WEBUI_KEYS]
     assert webui["open_webui_ollama_url"] == "http://10.100.1.10:11434"
+    assert [webui[k] for k in WEBUI_KEYS] == [WEBUI_VERSION, WEBUI_WHEEL, WEBUI_SHA]
 
 
 def test_models_alone_need_ollama():
@@ -105,7 +112,7 @@ def test_a_var_overrides_a_derived_key_without_a_duplicate():
     tree = render_tree(infra, make_lock(infra))
     webui = tree["host_vars/webui.yml"]
     assert webui.count("open_webui_ollama_url") == 1
-    assert top_keys(webui)[-4:] == ["instance_image_fingerprint", "a", "open_webui_ollama_url", "b"]
+    assert top_keys(webui)[-7:] == ["instance_image_fingerprint", *WEBUI_KEYS, "a", "open_webui_ollama_url", "b"]
     assert yaml.safe_load(webui)["open_webui_ollama_url"] == "http://gpu.lan:11434"
     llm = tree["host_vars/llm.yml"]
     assert llm.count("ollama_version") == 1
@@ -156,7 +163,7 @@ def test_no_lock_means_no_derived_keys_but_vars_still_written():
     assert "open_webui_ollama_url" not in render_tree(infra, None)["host_vars/webui.yml"]
 
 
-@pytest.mark.parametrize("missing", ["image", "gpu", "ollama", "models"])
+@pytest.mark.parametrize("missing", ["image", "gpu", "ollama", "models", "open_webui"])
 def test_a_missing_pin_is_a_stale_lock(missing):
     infra = load_text(INFRA)
     with pytest.raises(StaleLock, match="run `anklume lock`"):

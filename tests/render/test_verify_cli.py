@@ -25,7 +25,9 @@ def _verify(root):
 def test_a_difference_on_the_last_managed_line_keeps_the_diff_and_summary_apart(tmp_path):
     root = _built(tmp_path)
     path = root / "host_vars" / "gw-webui.yml"
-    path.write_text(path.read_text().replace("http://10.100.3.10:11434", "http://x:1"))
+    text = path.read_text()
+    sha = text.split("open_webui_wheel_sha256: ", 1)[1].split("\n", 1)[0]  # the last managed line
+    path.write_text(text.replace(sha, "0" * 64))
     result = _verify(root)
     assert result.exit_code == 1
     lines = result.output.splitlines()

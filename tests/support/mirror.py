@@ -1,10 +1,10 @@
 """A loopback mirror of the recorded real data in tests/fixtures: the
-simplestreams catalogue, the Ollama manifests and the Ollama release checksum
-files, laid out as anklume's sources expect.  Used by the tests, the lockfiles
+simplestreams catalogue, the Ollama manifests, the Ollama release checksum
+files and PyPI's JSON answers for open-webui, laid out as anklume's sources expect.  Used by the tests, the lockfiles
 of the examples and ``scripts/demo.sh``.
 
     with RecordedMirror() as mirror:
-        env = mirror.env()   # ANKLUME_IMAGES_URL, ANKLUME_OLLAMA_REGISTRY, ANKLUME_OLLAMA_RELEASES
+        env = mirror.env()   # ANKLUME_IMAGES_URL, ANKLUME_OLLAMA_REGISTRY, ANKLUME_OLLAMA_RELEASES, ANKLUME_PYPI
 
 ``python -m tests.support.mirror ENV_FILE`` serves until killed, after writing
 the variables to ENV_FILE (``KEY=value`` lines).
@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 
 from tests.support.httpserve import StaticHTTPServer
-from tests.support.recorded import GEMMA, LLAMA, catalogue, hermit_digests, index_for, sha256sum_txt
+from tests.support.recorded import (GEMMA, LLAMA, catalogue, hermit_digests, index_for, pypi_files, pypi_project,
+                                    sha256sum_txt)
 
 #: Where each recorded manifest is served: the registry path of the real model.
 MANIFESTS = {
@@ -38,6 +39,7 @@ def recorded_files() -> dict[str, bytes]:
         files[path] = source.read_bytes()
     for version in hermit_digests():
         files[f"/releases/v{version}/sha256sum.txt"] = sha256sum_txt(version)
+    files.update(pypi_files(pypi_project(), prefix="/pypi"))
     return files
 
 
@@ -53,6 +55,7 @@ class RecordedMirror(StaticHTTPServer):
             "ANKLUME_IMAGES_URL": f"{self.url}/images",
             "ANKLUME_OLLAMA_REGISTRY": f"{self.url}/registry",
             "ANKLUME_OLLAMA_RELEASES": f"{self.url}/releases",
+            "ANKLUME_PYPI": f"{self.url}/pypi",
         }
 
 

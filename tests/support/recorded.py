@@ -21,6 +21,7 @@ HERMIT = FIXTURES / "ollama-releases" / "hermit-ollama.hcl.excerpt.txt"
 H200_RESOURCES = FIXTURES / "gpu" / "h200-incus" / "incus-resources.json"
 H200_SMI_CSV = FIXTURES / "gpu" / "h200-nvidia-smi" / "nvidia-smi-query.csv"
 LXD_9201 = FIXTURES / "gpu" / "lxd-issue-9201-resources-gpu-excerpt.json"
+PYPI_OPEN_WEBUI = FIXTURES / "pypi" / "open-webui.json"
 
 BUSTER_AMD64 = "debian:buster:amd64:default"
 
@@ -69,6 +70,47 @@ def hermit_digests() -> dict[str, dict[str, str]]:
     for version, asset, digest in line.findall(HERMIT.read_text()):
         out.setdefault(version, {})[asset] = digest
     return out
+
+
+def pypi_project() -> dict:
+    """The recorded ``/pypi/open-webui/json`` answer (latest 0.12.4, 171 releases, relative file URLs)."""
+    return json.loads(PYPI_OPEN_WEBUI.read_bytes())
+
+
+def pypi_version_doc(doc: dict, version: str) -> dict:
+    """The ``/pypi/open-webui/<version>/json`` answer derived from the project answer, in the
+    shape PyPI gives it (no ``releases``; ``urls`` are that release's files).  For the latest
+    version ``info`` is the recorded one; for the others it is reduced to name and version
+    (the recording has no other release's metadata).  Relative file URLs get one more
+    ``../``: the answer lives one folder deeper."""
+    files = copy.deepcopy(doc["releases"][version])
+    for f in files:
+        if not f["url"].startswith(("http://", "https://", "/")):
+            f["url"] = "../" + f["url"]
+    info = copy.deepcopy(doc["info"]) if version == doc["info"]["version"] else {
+        "name": doc["info"]["name"], "version": version}
+    return {"info": info, "last_serial": doc["last_serial"], "urls": files, "vulnerabilities": []}
+
+
+def with_absolute_file_urls(doc: dict) -> dict:
+    """File URLs as pypi.org itself writes them (``https://files.pythonhosted.org/packages/...``);
+    the recording, served by a mirror, has ``../../packages/packages/...`` instead."""
+    doc = copy.deepcopy(doc)
+    for f in [*doc["urls"], *(f for files in doc["releases"].values() for f in files)]:
+        f["url"] = "https://files.pythonhosted.org/packages/" + f["url"].removeprefix("../../packages/packages/")
+    return doc
+
+
+def pypi_files(doc: dict, *, per_version: bool = True, prefix: str = "") -> dict[str, bytes]:
+    """{path: bytes} of a PyPI JSON API for ``doc``: the project answer (the recorded bytes when
+    ``doc`` is the recording) and, with ``per_version``, one answer per release."""
+    name = doc["info"]["name"]
+    body = PYPI_OPEN_WEBUI.read_bytes() if doc == pypi_project() else json.dumps(doc).encode()
+    files = {f"{prefix}/pypi/{name}/json": body}
+    if per_version:
+        for version in doc["releases"]:
+            files[f"{prefix}/pypi/{name}/{version}/json"] = json.dumps(pypi_version_doc(doc, version)).encode()
+    return files
 
 
 def sha256sum_txt(version: str) -> bytes:
