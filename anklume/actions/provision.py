@@ -139,15 +139,14 @@ class ArtefactSources:
 
     ollama_releases: str
     ollama_registry: str
-    pypi: str | None = None
+    pypi: str
 
     @classmethod
     def of(cls, infra: Infra) -> ArtefactSources:
         from anklume.resolve.sources import effective_sources
 
         s = effective_sources(msgspec.structs.asdict(infra.global_.sources), os.environ)
-        return cls(ollama_releases=s.ollama_releases, ollama_registry=s.ollama_registry,
-                   pypi=getattr(s, "pypi", None))
+        return cls(ollama_releases=s.ollama_releases, ollama_registry=s.ollama_registry, pypi=s.pypi)
 
     def release_urls(self, url: str) -> list[str]:
         from anklume.resolve.sources import CANONICAL_OLLAMA_RELEASES
@@ -168,6 +167,11 @@ class ArtefactSources:
         return [canonical]
 
     def wheel_urls(self, url: str) -> list[str]:
+        """A PyPI mirror serves files under PyPI's storage path (``<base>/packages/...``)."""
+        from anklume.resolve.sources import CANONICAL_PYPI, CANONICAL_PYPI_FILES
+
+        if self.pypi and self.pypi != CANONICAL_PYPI and url.startswith(CANONICAL_PYPI_FILES + "/"):
+            return [self.pypi + "/packages" + url[len(CANONICAL_PYPI_FILES):], url]
         return [url]
 
 

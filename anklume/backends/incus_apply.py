@@ -37,6 +37,7 @@ from pylxd import exceptions as lxd_errors
 from anklume.backends.incus import INCUS_HINT, IncusReader, _reason
 from anklume.errors import AnklumeError, SourceError
 from anklume.units.plan import Change, LiveObject
+from anklume.units.provision import RECORD_PREFIX
 from anklume.units.unit import LEASE_KEY, MANAGED_KEY, UNIT_KEY, Unit
 
 OPERATION_TIMEOUT = 300
@@ -375,8 +376,11 @@ class IncusBackend(IncusReader):
                 except IncusApiError:
                     pass
 
-    def _put_instance(self, unit: Unit, obj: LiveObject) -> None:
-        owned = {k: v for k, v in obj.config.items() if k.startswith(OWNED_PREFIXES)}
+    def _put_instance(self, unit: Unit, obj: LiveObject, *, keep_records: bool = True) -> None:
+        # the records of what was placed inside it stay with an instance updated in place, and go
+        # with its rootfs on a rebuild
+        keep = OWNED_PREFIXES + ((RECORD_PREFIX,) if keep_records else ())
+        owned = {k: v for k, v in obj.config.items() if k.startswith(keep)}
         if obj.key:
             owned[UNIT_KEY] = obj.key  # the new key is recorded only once everything else succeeded
         body = {"description": unit.spec["description"], "profiles": unit.spec["profiles"],
@@ -411,7 +415,8 @@ class IncusBackend(IncusReader):
         self.request("post", f"instances/{obj.object}/rebuild", params=project, body={"source": self._source(unit)})
         fresh = self.get(f"instances/{obj.object}", project=unit.project)
         self._put_instance(unit, LiveObject(kind="instance", name=obj.name, project=unit.project, object=obj.object,
-                                            config=fresh.get("config") or {}, architecture=fresh.get("architecture")))
+                                            config=fresh.get("config") or {}, architecture=fresh.get("architecture")),
+                           keep_records=False)
 
     def _source(self, unit: Unit) -> dict[str, str]:
         image = unit.spec["image"]

@@ -13,6 +13,8 @@ from anklume.model.names import (ANSIBLE_VAR_RE, DEVICE_RE, DOMAIN_RE, MACHINE_R
                                  ROLE_RE, check_model_ref, parse_image_ref, parse_model_ref)
 
 IFNAMSIZ = 15  # Linux interface names: at most 15 characters
+#: The ``anklume_`` variables a machine's ``vars`` may set: settings of the shipped roles.
+USER_SETTINGS = frozenset({"anklume_require_systemd"})
 
 
 def validate_infra(infra: Infra, ctx: Context) -> None:
@@ -98,9 +100,10 @@ def validate_infra(infra: Infra, ctx: Context) -> None:
                 if not ANSIBLE_VAR_RE.match(str(var)):
                     ctx.add(mpath + ("vars", var), f"'{var}' is not a valid Ansible variable name",
                             "letters, digits and '_', not starting with a digit")
-                elif var.startswith("instance_") or var.startswith("anklume_"):
+                elif (var.startswith("instance_") or var.startswith("anklume_")) and var not in USER_SETTINGS:
                     ctx.add(mpath + ("vars", var), f"'{var}' is reserved for the generated variables",
-                            "choose a name that does not start with 'instance_' or 'anklume_'")
+                            "choose a name that does not start with 'instance_' or 'anklume_' "
+                            f"(those you may set: {', '.join(sorted(USER_SETTINGS))})")
 
 
 def _base_subnet(infra: Infra, ctx: Context) -> str | None:

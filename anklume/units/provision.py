@@ -127,7 +127,7 @@ def plan_provision(infra: Infra, lock: Lock, *, role_digests: Mapping[str, str],
             placed.append(uid)
         wheel_uid = None
         if OPEN_WEBUI_ROLE in roles:
-            wpin = getattr(lock, "open_webui", None)
+            wpin = lock.open_webui
             if wpin is None:
                 raise StaleLock(f"machine {mname} has the open_webui role but the lock pins no Open WebUI",
                                 "run `anklume lock`")

@@ -42,8 +42,10 @@ options:
       - name: ANKLUME_INCUS_PROJECT
     vars:
       - name: ansible_incus_project
-  timeout:
-    description: Seconds one command may run.
+  command_timeout:
+    description:
+      - Seconds one command may run (not C(timeout), which Ansible fills with its 10 s connection
+        timeout).
     type: int
     default: 3600
     vars:
@@ -116,7 +118,7 @@ class Connection(ConnectionBase):
         display.vvv(f"EXEC {argv}", host=self._io.instance)
         stdin = to_bytes(in_data) if in_data is not None else None
         result = self._run("exec", lambda: self._io.exec(argv, stdin=stdin, check=False,
-                                                         timeout=self.get_option("timeout")))
+                                                         timeout=self.get_option("command_timeout")))
         return result.rc, result.stdout, result.stderr
 
     def put_file(self, in_path, out_path):
