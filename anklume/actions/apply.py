@@ -270,11 +270,12 @@ def do_apply(project: Project, infra: Infra, lock: Lock, *, plan_only: bool, as_
                 plan = mark_damaged(plan_changes(graph, live, specs=store.get, prune=prune, replace=replace),
                                     damaged)
                 if any(u.kind in PROVISION_KINDS for u in graph):
-                    provisioner = Provisioner(
-                        backend, project, lock, sources=ArtefactSources.of(infra), store=artefacts,
-                        endpoint=endpoint,
-                        on_event=None if as_json else (lambda text: out.print(f"  {text}", markup=False,
-                                                                                highlight=False)))
+                    def event(text: str) -> None:  # a role's tasks, an artefact's progress: one line each
+                        out.print(f"  {text}", markup=False, highlight=False, soft_wrap=True)
+
+                    provisioner = Provisioner(backend, project, lock, sources=ArtefactSources.of(infra),
+                                              store=artefacts, endpoint=endpoint,
+                                              on_event=None if as_json else event)
                 results = _apply_pending(plan, graph, live, backend, store, out, as_json=as_json, jobs=jobs,
                                          replace=replace, provisioner=provisioner)
             finally:

@@ -41,6 +41,8 @@ from anklume.units.unit import Unit
 
 SHIPPED_ROLES = Path(__file__).resolve().parents[1] / "provision" / "roles"
 STAGING = "/var/cache/anklume"
+#: Transfers from this size on report their progress.
+PROGRESS_MIN = 64 << 20
 
 
 class ProvisionError(AnklumeError):
@@ -219,27 +221,53 @@ class Provisioner:
         with self._record_lock:
             self.transferred[unit.uid] = self.transferred.get(unit.uid, 0) + n
 
-    def _push_checked(self, unit: Unit, io, src: Path, dest: str, sha256: str, *, mode: int = 0o644) -> None:
-        """Push ``src`` under a temporary name, hash it in the instance, then rename it to ``dest``."""
-        tmp = f"{dest}.anklume-partial"
-        sent = io.push(tmp, src, mode=mode)
-        self._count(unit, sent)
-        actual = io.sha256([tmp]).get(tmp)
+    def _progress(self, unit: Unit, verb: str, what: str, total: int | None):
+        """A callback reporting every tenth of a large transfer (files under 64 MiB stay quiet)."""
+        if self.on_event is None or not total or total < PROGRESS_MIN:
+            return None
+        step = [0]
+
+        def report(done: int, _total: int | None = None) -> None:
+            tenth = done * 10 // total
+            if tenth > step[0]:
+                step[0] = tenth
+                self._event(f"{unit.object}: {verb} {what}: {done >> 20} of {total >> 20} MiB")
+        return report
+
+    def _place(self, unit: Unit, io, *, sha256: str, urls: list[str], dest: str, what: str,
+               size: int | None = None, mode: int = 0o644) -> None:
+        """Fetch into the store (checked while it streams), push under a temporary name, hash it in
+        the instance, rename it into place.  A mismatch in the instance re-checks the store's copy:
+        a corrupted copy is dropped and fetched again (once); otherwise the transfer altered it."""
         want = sha256.removeprefix("sha256:")
-        if actual != want:
+        tmp = f"{dest}.anklume-partial"
+        for attempt in (1, 2):
+            src = self.store.ensure(want, urls, size=size, what=what,
+                                    progress=self._progress(unit, "fetching", what, size))
+            total = src.stat().st_size
+            sent = io.push(tmp, src, mode=mode, progress=self._progress(unit, "sending", what, total))
+            self._count(unit, sent)
+            actual = io.sha256([tmp]).get(tmp)
+            if actual == want:
+                io.exec(["mv", "-f", tmp, dest])
+                return
             io.exec(["rm", "-f", tmp], check=False)
-            raise ProvisionError(f"{unit.object}: {dest} arrived altered in the instance: expected sha256 {want}, "
-                                 f"found {actual}", "run `anklume build` again; check the instance's disk")
-        io.exec(["mv", "-f", tmp, dest])
+            stored = self.store.verify(want)  # removes a copy that no longer matches its name
+            if stored == want or attempt == 2:
+                where = "arrived altered in the instance" if stored == want else "is corrupted in the local store"
+                raise ProvisionError(f"{unit.object}: {what} {where}: expected sha256 {want}, found {actual}"
+                                     + ("" if stored == want else f" (store copy: {stored})"),
+                                     "run `anklume build` again; check the disks of the controller and the instance")
+            self._event(f"{unit.object}: the local store's copy of {what} was corrupted (sha256 {stored}): "
+                        "fetching it again")
 
     def _apply_ollama(self, unit: Unit) -> None:
         spec = unit.spec
-        src = self.store.ensure(spec["sha256"], self.sources.release_urls(spec["url"]),
-                                what=f"Ollama {spec['version']} ({spec['asset']})")
         io = self.io(unit)
         io.mkdir(STAGING)
         tarball = f"{STAGING}/{spec['asset']}"
-        self._push_checked(unit, io, src, tarball, spec["sha256"])
+        self._place(unit, io, sha256=spec["sha256"], urls=self.sources.release_urls(spec["url"]), dest=tarball,
+                    what=f"Ollama {spec['version']} ({spec['asset']})")
         prefix = spec["prefix"]
         flags = "-xzf" if spec["asset"].endswith(".tgz") else ("--zstd -xf" if spec["asset"].endswith(".zst") else "")
         if flags:
@@ -266,9 +294,8 @@ class Provisioner:
             io.mkdir(f"{mdir}/blobs")
         for path in missing:
             digest, size = blobs[path]
-            src = self.store.ensure(digest, self.sources.blob_urls(spec["name"], digest), size=size,
-                                    what=f"blob {digest[:19]} of {spec['name']}")
-            self._push_checked(unit, io, src, path, digest)
+            self._place(unit, io, sha256=digest, urls=self.sources.blob_urls(spec["name"], digest), dest=path,
+                        size=size, what=f"blob {digest[:19]} of {spec['name']}")
         manifest = self._manifest_bytes(unit)
         io.mkdir(spec["manifest"].rsplit("/", 1)[0])
         io.push(spec["manifest"], manifest)
@@ -288,11 +315,10 @@ class Provisioner:
 
     def _apply_wheel(self, unit: Unit) -> None:
         spec = unit.spec
-        src = self.store.ensure(spec["sha256"], self.sources.wheel_urls(spec["url"]), size=spec["size"],
-                                what=f"Open WebUI {spec['version']} ({spec['filename']})")
         io = self.io(unit)
         io.mkdir(spec["path"].rsplit("/", 1)[0])
-        self._push_checked(unit, io, src, spec["path"], spec["sha256"])
+        self._place(unit, io, sha256=spec["sha256"], urls=self.sources.wheel_urls(spec["url"]), dest=spec["path"],
+                    size=spec["size"], what=f"Open WebUI {spec['version']} ({spec['filename']})")
 
     def _apply_role(self, unit: Unit) -> None:
         from anklume.provision.runner import run_role
@@ -317,8 +343,27 @@ class Damage:
         return f"{self.path}: expected {self.expected}, found {self.actual}"
 
 
-def expected_files(unit: Unit, lock: Lock) -> list[tuple[str, int | None, str | None]]:
-    """(path, size or None, sha256 hex or None) of what ``unit`` placed in its instance."""
+def release_members(tarball: Path) -> list[tuple[str, int, str]]:
+    """(path, size, sha256) of each regular file of a ``.tgz`` release (the deep check of an
+    unpacked release; ``.tar.zst`` needs a zstd module Python 3.11 lacks: only its marker is checked)."""
+    import tarfile
+
+    out = []
+    with tarfile.open(tarball, "r:gz") as tar:
+        for member in tar:
+            if member.isfile():
+                f = tar.extractfile(member)
+                assert f is not None
+                h = hashlib.sha256()
+                while chunk := f.read(4 << 20):
+                    h.update(chunk)
+                out.append((member.name.removeprefix("./"), member.size, h.hexdigest()))
+    return out
+
+
+def expected_files(unit: Unit, lock: Lock, *, store=None) -> list[tuple[str, int | None, str | None]]:
+    """(path, size or None, sha256 hex or None) of what ``unit`` placed in its instance; with the
+    local ``store`` holding an Ollama release, every file unpacked from it."""
     spec = unit.spec
     if unit.kind == "model":
         pin = lock.models[unit.name.split("/", 1)[1]]
@@ -328,15 +373,23 @@ def expected_files(unit: Unit, lock: Lock) -> list[tuple[str, int | None, str | 
         return files
     if unit.kind == "ollama":
         marker = (spec["sha256"] + "\n").encode()
-        return [(f"{spec['prefix']}/lib/ollama/{RELEASE_MARKER}", len(marker), hashlib.sha256(marker).hexdigest()),
-                (f"{spec['prefix']}/bin/ollama", None, None)]
+        files = [(f"{spec['prefix']}/lib/ollama/{RELEASE_MARKER}", len(marker), hashlib.sha256(marker).hexdigest())]
+        if store is not None and spec["asset"].endswith(".tgz") and store.has(spec["sha256"]):
+            return files + [(f"{spec['prefix']}/{name}", size, digest)
+                            for name, size, digest in release_members(store.path(spec["sha256"]))]
+        return files + [(f"{spec['prefix']}/bin/ollama", None, None)]
     if unit.kind == "wheel":
         return [(spec["path"], spec["size"], spec["sha256"])]
     return []
 
 
 def check_artefacts(backend, units: Iterable[Unit], lock: Lock, *, deep: bool = False) -> list[Damage]:
-    """What placed artefacts look like now, against the lock: one or two execs per instance."""
+    """What placed artefacts look like now, against the lock: one or two execs per instance.
+    Quick: presence, sizes and the release marker; ``deep``: every byte re-hashed, the files
+    unpacked from an Ollama release included (read from the local store)."""
+    from anklume.store import ArtefactStore
+
+    store = ArtefactStore() if deep else None
     from anklume.backends.incus_files import InstanceIO, InstanceIOError
 
     by_instance: dict[tuple[str, str], list[Unit]] = {}
@@ -346,7 +399,7 @@ def check_artefacts(backend, units: Iterable[Unit], lock: Lock, *, deep: bool = 
     found: list[Damage] = []
     for (project, instance), placed in sorted(by_instance.items()):
         io = InstanceIO(backend, project, instance)
-        wanted = [(u, f) for u in placed for f in expected_files(u, lock)]
+        wanted = [(u, f) for u in placed for f in expected_files(u, lock, store=store)]
         try:
             sizes = io.sizes([f[0] for _u, f in wanted])
             hashed = io.sha256([f[0] for _u, f in wanted if f[2] is not None and sizes.get(f[0]) == f[1]]) \

@@ -166,7 +166,17 @@ def test_ollama_and_open_webui_end_to_end(llm):
     assert found[0]["expected"] == f"sha256 {big[7:]}"
     report = build_json(ctx, "--deep")
     assert set(report["results"]) == {"model:llm-ollama/tiny:1"}
-    assert cli(ctx, "verify", "--live", "--deep")[0] == 0
+    assert findings(ctx, "--deep") == []
+
+    # a file unpacked from the Ollama release, altered in place: the deep check compares every file
+    # of the release with the store's tarball; the repair re-places the release, no role re-runs
+    lib = "/usr/local/lib/ollama/libggml-test-double.so"
+    ollama.exec(["python3", "-c", "import sys; f = open(sys.argv[1], 'r+b'); f.write(b'X')", lib])
+    found = findings(ctx, "--deep")
+    assert [(f["object"], f["field"]) for f in found] == [("ollama:llm-ollama/ollama", lib)], found
+    report = build_json(ctx, "--deep")
+    assert set(report["results"]) == {"ollama:llm-ollama/ollama"}
+    assert findings(ctx, "--deep") == []
 
 
 def test_a_recreated_instance_reruns_what_is_inside_it(llm, incus):
@@ -211,3 +221,23 @@ def test_a_failing_role_names_the_task_and_records_nothing(llm):
     assert "role:llm-webui/open_webui" in out and "systemd" in out, out
     config = ctx.backend.get("instances/llm-webui", project=ctx.domain)["config"]
     assert not any(k.startswith("user.anklume.unit.role.") for k in config)
+
+
+def test_a_corrupted_store_copy_is_fetched_again_not_placed(llm):
+    ctx = llm
+    assert cli(ctx, "lock")[0] == 0
+    build_json(ctx)
+    big = max(ctx.first.blobs, key=lambda d: len(ctx.first.blobs[d]))
+    stored = ctx.root / "cache" / "store" / "sha256" / big[7:]
+    stored.chmod(0o644)
+    data = bytearray(stored.read_bytes())
+    data[1000] ^= 0xFF  # same size: only a hash can tell
+    stored.write_bytes(bytes(data))
+    path = f"/root/.ollama/models/blobs/{big.replace(':', '-')}"
+    ctx.io("llm-ollama").exec(["rm", path])
+
+    code, out = cli(ctx, "build")
+    assert code == 0, out
+    assert "local store's copy" in out and "fetching it again" in out, out
+    assert ctx.io("llm-ollama").sha256([path])[path] == big[7:]
+    assert findings(ctx, "--deep") == []
