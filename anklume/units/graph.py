@@ -29,10 +29,11 @@ Which dependency changes force a re-apply (``key_deps``) - none, in this layer, 
 - everything an instance's result depends on is in its own spec: the image fingerprint
   (identity: a new pin replaces the instance), the type, the project, the names of its
   profiles, its bridge, the pool and name of each volume it mounts, its GPU slot;
-- consequently the instance key *is* its identity for later layers: units placed inside an
-  instance (artefacts, provisioning runs) must list the instance in ``key_deps`` so that an
-  instance re-created from a new image re-runs them.  ``build_graph`` supports ``key_deps``
-  generally (keys are computed in dependency order) and the tests exercise it.
+- units placed inside an instance (:mod:`anklume.units.provision`) carry the instance's identity
+  (type, project, pinned fingerprint) in their own specs rather than its key, and record their
+  keys on the instance: a config change applied in place re-runs nothing inside it, a new image
+  or a re-created instance re-runs everything.  ``build_graph`` supports ``key_deps`` generally
+  (keys are computed in dependency order): a role lists the artefacts it uses.
 
 ``after`` is ordering only: an instance comes after its project, bridge, profiles and volumes.
 """
