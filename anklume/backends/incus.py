@@ -34,11 +34,37 @@ def default_incus_endpoint(candidates: tuple[str, ...] = INCUS_SOCKETS) -> str:
     )
 
 
+def _incus_conf() -> Path:
+    return Path(os.environ.get("INCUS_CONF") or Path.home() / ".config" / "incus")
+
+
 def _client_cert() -> tuple[str, str] | None:
     """The Incus CLI's client certificate, for https endpoints, when there is one."""
-    config = Path(os.environ.get("INCUS_CONF") or Path.home() / ".config" / "incus")
+    config = _incus_conf()
     cert, key = config / "client.crt", config / "client.key"
     return (str(cert), str(key)) if cert.exists() and key.exists() else None
+
+
+def _server_cert(endpoint: str) -> str | None:
+    """The certificate to trust for an https endpoint: ``ANKLUME_INCUS_SERVER_CERT``, else the one
+    the Incus CLI accepted for the remote with that address (``incus remote add``:
+    ``servercerts/<remote>.crt`` beside its ``config.yml``); None: the system's CAs decide."""
+    explicit = os.environ.get("ANKLUME_INCUS_SERVER_CERT")
+    if explicit:
+        return explicit
+    import yaml
+
+    config = _incus_conf()
+    try:
+        remotes = (yaml.safe_load((config / "config.yml").read_text(encoding="utf-8")) or {}).get("remotes") or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError):
+        return None
+    for name, remote in remotes.items() if isinstance(remotes, dict) else ():
+        if isinstance(remote, dict) and str(remote.get("addr") or "").rstrip("/") == endpoint.rstrip("/"):
+            path = config / "servercerts" / f"{name}.crt"
+            if path.is_file():
+                return str(path)
+    return None
 
 
 class _NotFound(SourceError):
@@ -77,9 +103,15 @@ class IncusReader:
             if local and not os.path.exists(self.endpoint):
                 raise SourceError(f"Incus at {self.endpoint} unreachable: no such socket", INCUS_HINT)
             try:
-                self._client = pylxd.Client(
-                    endpoint=self.endpoint, cert=None if local else _client_cert(), timeout=self.timeout
-                )
+                if local:
+                    self._client = pylxd.Client(endpoint=self.endpoint, timeout=self.timeout)
+                else:
+                    server = _server_cert(self.endpoint)
+                    session = pylxd.client.get_session_for_url(self.endpoint, verify=server or True,
+                                                               cert=_client_cert())
+                    if server:  # else REQUESTS_CA_BUNDLE, when set, would replace the pinned certificate
+                        session.trust_env = False
+                    self._client = pylxd.Client(endpoint=self.endpoint, session=session, timeout=self.timeout)
             except lxd_errors.ClientConnectionFailed as err:
                 raise self._unreachable(err) from None
             except (ValueError, KeyError):  # JSON decoding errors included
