@@ -273,7 +273,7 @@ def do_apply(project: Project, infra: Infra, lock: Lock, *, plan_only: bool, as_
                     def event(text: str) -> None:  # a role's tasks, an artefact's progress: one line each
                         out.print(f"  {text}", markup=False, highlight=False, soft_wrap=True)
 
-                    provisioner = Provisioner(backend, project, lock, sources=ArtefactSources.of(infra),
+                    provisioner = Provisioner(backend, project, infra, lock, sources=ArtefactSources.of(infra),
                                               store=artefacts, endpoint=endpoint,
                                               on_event=None if as_json else event)
                 results = _apply_pending(plan, graph, live, backend, store, out, as_json=as_json, jobs=jobs,

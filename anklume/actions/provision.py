@@ -36,7 +36,8 @@ from anklume.model.names import parse_model_ref
 from anklume.model.schema import Infra
 from anklume.project import Project
 from anklume.render.write import TreeChanges
-from anklume.units.provision import RELEASE_MARKER, blob_path, record_key
+from anklume.fsio import atomic_write, default_cache_dir
+from anklume.units.provision import OPEN_WEBUI_ROLE, RELEASE_MARKER, WHEEL_DIR, blob_path, record_key
 from anklume.units.unit import Unit
 
 SHIPPED_ROLES = Path(__file__).resolve().parents[1] / "provision" / "roles"
@@ -86,6 +87,51 @@ def host_var_files(dname: str, mname: str) -> list[str]:
 CONTROLLER_VARS = ("ollama_models",)
 
 
+def wheelhouse_dir(project: Project, machine) -> Path | None:  # noqa: ANN001 - a model Machine
+    """The controller directory of a machine's wheelhouse (``vars.open_webui_wheelhouse_src``,
+    relative to infra.yml's directory), or None."""
+    value = (machine.vars or {}).get("open_webui_wheelhouse_src")
+    return (project.root / str(value)).resolve() if value else None
+
+
+def wheelhouse_files(folder: Path, memo_dir: Path | None = None) -> list[list[Any]]:
+    """[filename, sha256, size] of each ``*.whl`` in ``folder`` (sorted); sha256 memoised by
+    (path, size, mtime) so an unchanged wheelhouse is not re-hashed on every build."""
+    import json
+
+    if not folder.is_dir():
+        raise AnklumeError(f"wheelhouse {folder} is not a directory",
+                           "set vars.open_webui_wheelhouse_src to a directory of wheels (`pip download -d DIR ...`)")
+    memo_path = (memo_dir or default_cache_dir(os.environ)) / "wheelhouse-sha256.json"
+    try:
+        memo = json.loads(memo_path.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    out, changed = [], False
+    for path in sorted(folder.glob("*.whl")):
+        if not path.is_file():
+            continue
+        st = path.stat()
+        mark = f"{path}\0{st.st_size}\0{st.st_mtime_ns}"
+        digest = memo.get(mark)
+        if digest is None:
+            from anklume.store import hash_file
+
+            digest = hash_file(path)[0].hexdigest()
+            memo[mark], changed = digest, True
+        out.append([path.name, digest, st.st_size])
+    if not out:
+        raise AnklumeError(f"wheelhouse {folder} holds no wheel (*.whl)",
+                           "fill it with `pip download -d DIR open-webui==<version>`, or remove "
+                           "vars.open_webui_wheelhouse_src")
+    if changed:
+        try:
+            atomic_write(memo_path, json.dumps(memo, sort_keys=True).encode())
+        except OSError:
+            pass
+    return out
+
+
 def provision_inputs(project: Project, infra: Infra, tree: TreeChanges | None = None) -> dict[str, Any]:
     """The keyword inputs of :func:`anklume.units.provision.plan_provision` that live on disk:
     the digests of the roles machines list, and of the variables each provisioned host gets from
@@ -118,9 +164,13 @@ def provision_inputs(project: Project, infra: Infra, tree: TreeChanges | None = 
 
     role_digests: dict[str, str] = {}
     vars_digests: dict[str, str] = {}
+    wheelhouses: dict[str, list[list[Any]]] = {}
     for dname, _domain, mname, machine in iter_machines(infra):
         if not machine.roles:
             continue
+        folder = wheelhouse_dir(project, machine)
+        if folder is not None and OPEN_WEBUI_ROLE in machine.roles:
+            wheelhouses[mname] = wheelhouse_files(folder)
         for role in machine.roles:
             if role not in role_digests:
                 role_digests[role] = dir_digest(find_role(project, role))
@@ -129,7 +179,7 @@ def provision_inputs(project: Project, infra: Infra, tree: TreeChanges | None = 
         if isinstance(host, dict):
             files[f"host_vars/{mname}.yml"] = {k: v for k, v in host.items() if k not in CONTROLLER_VARS}
         vars_digests[mname] = "blake3:" + blake3.blake3(b"anklume-host-vars-v1\0" + canonical(files)).hexdigest()
-    return {"role_digests": role_digests, "vars_digests": vars_digests}
+    return {"role_digests": role_digests, "vars_digests": vars_digests, "wheelhouses": wheelhouses}
 
 
 # -- where artefacts come from ----------------------------------------------------------------------
@@ -183,7 +233,7 @@ class ArtefactSources:
 class Provisioner:
     """Applies the units inside instances; thread-safe (one instance config write at a time)."""
 
-    def __init__(self, backend, project: Project, lock: Lock, *, sources: ArtefactSources, store=None,
+    def __init__(self, backend, project: Project, infra: Infra, lock: Lock, *, sources: ArtefactSources, store=None,
                  endpoint: str | None = None, work_dir: Path | None = None,
                  on_event: Callable[[str], None] | None = None):
         from anklume.store import ArtefactStore
@@ -191,6 +241,11 @@ class Provisioner:
         self.backend = backend
         self.project = project
         self.lock = lock
+        from anklume.lock.keys import iter_machines
+
+        self.wheelhouses: dict[str, Path] = {  # machine -> its wheelhouse directory on the controller
+            m: folder for _d, _dom, m, machine in iter_machines(infra)
+            if (folder := wheelhouse_dir(project, machine)) is not None}
         self.sources = sources
         self.store = store or ArtefactStore()
         self.endpoint = endpoint
@@ -235,15 +290,15 @@ class Provisioner:
         return report
 
     def _place(self, unit: Unit, io, *, sha256: str, urls: list[str], dest: str, what: str,
-               size: int | None = None, mode: int = 0o644) -> None:
+               size: int | None = None, mode: int = 0o644, local: Path | None = None) -> None:
         """Fetch into the store (checked while it streams), push under a temporary name, hash it in
         the instance, rename it into place.  A mismatch in the instance re-checks the store's copy:
         a corrupted copy is dropped and fetched again (once); otherwise the transfer altered it."""
         want = sha256.removeprefix("sha256:")
         tmp = f"{dest}.anklume-partial"
         for attempt in (1, 2):
-            src = self.store.ensure(want, urls, size=size, what=what,
-                                    progress=self._progress(unit, "fetching", what, size))
+            src = local or self.store.ensure(want, urls, size=size, what=what,
+                                             progress=self._progress(unit, "fetching", what, size))
             total = src.stat().st_size
             sent = io.push(tmp, src, mode=mode, progress=self._progress(unit, "sending", what, total))
             self._count(unit, sent)
@@ -252,6 +307,14 @@ class Provisioner:
                 io.exec(["mv", "-f", tmp, dest])
                 return
             io.exec(["rm", "-f", tmp], check=False)
+            if local is not None:
+                from anklume.store import hash_file
+
+                now = hash_file(local)[0].hexdigest()
+                raise ProvisionError(f"{unit.object}: {what} "
+                                     + ("arrived altered in the instance" if now == want else f"changed on the "
+                                        f"controller since it was planned (now sha256 {now})")
+                                     + f": expected sha256 {want}, found {actual}", "run `anklume build` again")
             stored = self.store.verify(want)  # removes a copy that no longer matches its name
             if stored == want or attempt == 2:
                 where = "arrived altered in the instance" if stored == want else "is corrupted in the local store"
@@ -286,10 +349,7 @@ class Provisioner:
         mdir = spec["models_dir"]
         io = self.io(unit)
         blobs = {blob_path(mdir, d): (d, size) for d, size in spec["blobs"]}
-        sizes = io.sizes(list(blobs))
-        same_size = [p for p, (_d, size) in blobs.items() if sizes.get(p) == size]
-        digests = io.sha256(same_size) if same_size else {}
-        missing = [p for p, (d, _s) in blobs.items() if digests.get(p) != d.removeprefix("sha256:")]
+        missing = self._absent(io, blobs)
         if missing:
             io.mkdir(f"{mdir}/blobs")
         for path in missing:
@@ -316,9 +376,30 @@ class Provisioner:
     def _apply_wheel(self, unit: Unit) -> None:
         spec = unit.spec
         io = self.io(unit)
-        io.mkdir(spec["path"].rsplit("/", 1)[0])
-        self._place(unit, io, sha256=spec["sha256"], urls=self.sources.wheel_urls(spec["url"]), dest=spec["path"],
-                    size=spec["size"], what=f"Open WebUI {spec['version']} ({spec['filename']})")
+        io.mkdir(WHEEL_DIR)
+        # path -> (sha256, size, local file or None: fetched through the store)
+        wanted: dict[str, tuple[str, int, Path | None]] = {spec["path"]: (spec["sha256"], spec["size"], None)}
+        if spec["wheelhouse"]:
+            folder = self.wheelhouses.get(unit.object)
+            if folder is None:  # pragma: no cover - planned from the same infra
+                raise ProvisionError(f"{unit.uid}: no wheelhouse directory known for it")
+            for name, digest, size in spec["wheelhouse"]:
+                wanted[f"{WHEEL_DIR}/{name}"] = (digest, size, folder / name)
+        for path in self._absent(io, {p: (d, size) for p, (d, size, _l) in wanted.items()}):
+            digest, size, local = wanted[path]
+            name = path.rsplit("/", 1)[1]
+            what = f"wheelhouse wheel {name}" if local else f"Open WebUI {spec['version']} ({name})"
+            urls = [] if local else self.sources.wheel_urls(spec["url"])
+            self._place(unit, io, sha256=digest, urls=urls, dest=path, size=size, local=local, what=what)
+
+    @staticmethod
+    def _absent(io, files: dict[str, tuple[str, int]]) -> list[str]:
+        """The files (path -> (sha256, size)) the instance does not hold with the right digest:
+        one exec for the sizes, one to hash those of the right size."""
+        sizes = io.sizes(list(files))
+        same = [p for p, (_d, size) in files.items() if sizes.get(p) == size]
+        there = io.sha256(same) if same else {}
+        return [p for p, (d, _s) in files.items() if there.get(p) != d.removeprefix("sha256:")]
 
     def _apply_role(self, unit: Unit) -> None:
         from anklume.provision.runner import run_role
@@ -379,7 +460,8 @@ def expected_files(unit: Unit, lock: Lock, *, store=None) -> list[tuple[str, int
                             for name, size, digest in release_members(store.path(spec["sha256"]))]
         return files + [(f"{spec['prefix']}/bin/ollama", None, None)]
     if unit.kind == "wheel":
-        return [(spec["path"], spec["size"], spec["sha256"])]
+        return [(spec["path"], spec["size"], spec["sha256"])] + [
+            (f"{WHEEL_DIR}/{name}", size, digest) for name, digest, size in spec["wheelhouse"]]
     return []
 
 

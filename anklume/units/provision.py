@@ -9,7 +9,9 @@ Per machine ``m`` (its instance is ``instance:m``):
   pinned manifest bytes at ``manifests/<host>/<namespace>/<model>/<tag>`` and each blob at
   ``blobs/sha256-<hex>``;
 - ``wheel:m`` (machines with the ``open_webui`` role): the pinned Open WebUI wheel, pushed to
-  ``/var/cache/anklume/wheels/<filename>``;
+  ``/var/cache/anklume/wheels/<filename>``, with the wheels of the machine's wheelhouse when it
+  has one (``open_webui_wheelhouse_src``: a directory on the controller, for isolated domains;
+  its files enter the key by name, size and sha256);
 - ``role:m/<role>``: one Ansible role run, for each role the machine lists, in its order.
 
 Keys, and what forces a re-apply:
@@ -90,12 +92,14 @@ def models_dir(machine: Machine) -> str:
 
 
 def plan_provision(infra: Infra, lock: Lock, *, role_digests: Mapping[str, str],
-                   vars_digests: Mapping[str, str], instance_images: Mapping[str, str]) -> list[Unit]:
+                   vars_digests: Mapping[str, str], instance_images: Mapping[str, str],
+                   wheelhouses: Mapping[str, list[list[Any]]] | None = None) -> list[Unit]:
     """The units inside instances.
 
     ``role_digests``: role name -> digest of its files (every role some machine lists);
     ``vars_digests``: machine -> digest of the variable files of its host;
-    ``instance_images``: machine -> the pinned image fingerprint of its instance.
+    ``instance_images``: machine -> the pinned image fingerprint of its instance;
+    ``wheelhouses``: machine -> [filename, sha256, size] of each wheel of its wheelhouse.
     """
     units: list[Unit] = []
     for dname, _domain, mname, machine in iter_machines(infra):
@@ -135,7 +139,8 @@ def plan_provision(infra: Infra, lock: Lock, *, role_digests: Mapping[str, str],
             wheel_uid = uid_of("wheel", f"{mname}/open-webui")
             units.append(Unit(kind="wheel", name=f"{mname}/open-webui", project=dname, object=mname, spec={
                 "instance": ident, "version": w.version, "filename": w.filename, "url": w.url,
-                "sha256": w.sha256, "size": w.size, "path": f"{WHEEL_DIR}/{w.filename}"}, after=(instance_uid,)))
+                "sha256": w.sha256, "size": w.size, "path": f"{WHEEL_DIR}/{w.filename}",
+                "wheelhouse": list((wheelhouses or {}).get(mname, []))}, after=(instance_uid,)))
             placed.append(wheel_uid)
         previous: str | None = None
         for role in roles:

@@ -12,6 +12,7 @@ configure the services and say they did not start them (``anklume_require_system
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -241,3 +242,35 @@ def test_a_corrupted_store_copy_is_fetched_again_not_placed(llm):
     assert "local store's copy" in out and "fetching it again" in out, out
     assert ctx.io("llm-ollama").sha256([path])[path] == big[7:]
     assert findings(ctx, "--deep") == []
+
+
+def test_an_isolated_domain_installs_open_webui_from_a_pushed_wheelhouse(llm):
+    """The instances have no route to PyPI: Open WebUI's dependencies come from a wheelhouse on the
+    controller that anklume pushes beside the pinned wheel."""
+    from tests.support.webui_double import build_dependency_wheel
+
+    ctx = llm
+    ctx.server.files.update(pypi_files(WEBUI_VERSION, ctx.server.url, requires=("anklume-test-dep>=1",)))
+    house = ctx.root / "wheelhouse"
+    house.mkdir()
+    name, data = build_dependency_wheel("anklume-test-dep", "1.0")
+    (house / name).write_bytes(data)
+    doc = json.loads((ctx.root / "infra.yml").read_text())
+    doc["domains"][ctx.domain]["machines"]["llm-webui"]["vars"]["open_webui_wheelhouse_src"] = "wheelhouse"
+    (ctx.root / "infra.yml").write_text(json.dumps(doc, indent=2))
+    assert cli(ctx, "lock")[0] == 0
+    report = build_json(ctx)
+    assert report["results"]["role:llm-webui/open_webui"]["status"] == "ok", report["results"]
+    webui = ctx.io("llm-webui")
+    shown = webui.exec(["/opt/open-webui-venv/bin/python", "-c", "import anklume_test_dep as d; print(d.__version__)"])
+    assert shown.stdout == b"1.0\n"
+    assert webui.sha256([f"/var/cache/anklume/wheels/{name}"])[f"/var/cache/anklume/wheels/{name}"] == \
+        hashlib.sha256(data).hexdigest()
+    assert build_json(ctx)["results"] == {}
+
+    # a new wheel in the wheelhouse: that machine's wheel unit and its role run again, nothing else
+    name2, data2 = build_dependency_wheel("anklume-other-dep", "2.0")
+    (house / name2).write_bytes(data2)
+    report = build_json(ctx)
+    assert set(report["results"]) == {"wheel:llm-webui/open-webui", "role:llm-webui/open_webui"}
+    assert report["transferred"]["wheel:llm-webui/open-webui"] == len(data2)

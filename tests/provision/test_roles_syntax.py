@@ -86,7 +86,8 @@ def test_the_originals_variables_and_defaults():
     assert ollama["ollama_models_dir"] == "/root/.ollama/models"
     webui = _defaults("open_webui")
     assert (webui["open_webui_port"], webui["open_webui_ollama_url"]) == (3000, "http://localhost:11434")
-    assert (webui["open_webui_venv"], webui["open_webui_wheelhouse"]) == ("/opt/open-webui-venv", "")
+    assert (webui["open_webui_venv"], webui["open_webui_wheelhouse_src"]) == ("/opt/open-webui-venv", "")
+    assert "/var/cache/anklume/wheels" in webui["open_webui_wheelhouse"]  # only when a wheelhouse was pushed
     base = _defaults("base_system")
     assert base["base_system_packages"][:3] == ["curl", "wget", "ca-certificates"]
     assert len(base["base_system_packages"]) == 15

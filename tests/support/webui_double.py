@@ -63,8 +63,9 @@ def _record_hash(data: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
 
-def wheel_members(version: str, requires_python: str = REQUIRES_PYTHON) -> dict[str, bytes]:
-    """The wheel's files, RECORD included, by archive path."""
+def wheel_members(version: str, requires_python: str = REQUIRES_PYTHON,
+                  requires: tuple[str, ...] = ()) -> dict[str, bytes]:
+    """The wheel's files, RECORD included, by archive path; ``requires``: Requires-Dist lines."""
     dist_info = f"{MODULE}-{version}.dist-info"
     members = {
         f"{MODULE}/__init__.py": INIT_PY.replace("@VERSION@", version).encode(),
@@ -74,6 +75,7 @@ def wheel_members(version: str, requires_python: str = REQUIRES_PYTHON) -> dict[
             f"Version: {version}\n"
             "Summary: TEST DOUBLE of Open WebUI built by anklume's tests (not Open WebUI)\n"
             f"Requires-Python: {requires_python}\n"
+            + "".join(f"Requires-Dist: {r}\n" for r in requires)
         ).encode(),
         f"{dist_info}/WHEEL": (
             b"Wheel-Version: 1.0\n"
@@ -88,17 +90,37 @@ def wheel_members(version: str, requires_python: str = REQUIRES_PYTHON) -> dict[
     return members
 
 
-def build_webui_wheel(version: str, requires_python: str = REQUIRES_PYTHON) -> tuple[str, bytes]:
+def build_webui_wheel(version: str, requires_python: str = REQUIRES_PYTHON,
+                      requires: tuple[str, ...] = ()) -> tuple[str, bytes]:
     """(filename, wheel bytes) of the double at `version`; same version, same bytes."""
+    return wheel_filename(version), _zip(wheel_members(version, requires_python, requires))
+
+
+def build_dependency_wheel(name: str, version: str) -> tuple[str, bytes]:
+    """A tiny pure-Python wheel of distribution ``name`` (module ``name`` with - as _), standing in
+    for one of Open WebUI's dependencies in a wheelhouse."""
+    module = name.replace("-", "_")
+    dist_info = f"{module}-{version}.dist-info"
+    members = {
+        f"{module}/__init__.py": f'"""TEST DOUBLE dependency (anklume tests)."""\n__version__ = "{version}"\n'.encode(),
+        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+        f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: anklume-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = "".join(f"{path},{_record_hash(data)},{len(data)}\n" for path, data in members.items())
+    members[f"{dist_info}/RECORD"] = (record + f"{dist_info}/RECORD,,\n").encode()
+    return f"{module}-{version}-py3-none-any.whl", _zip(members)
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
-        for path, data in wheel_members(version, requires_python).items():  # RECORD last
+        for path, data in members.items():  # RECORD last
             info = zipfile.ZipInfo(path, date_time=ZIP_DATE)
             info.create_system = 3  # unix, so the mode below is read
             info.external_attr = 0o644 << 16
             info.compress_type = zipfile.ZIP_DEFLATED
             zf.writestr(info, data, compresslevel=9)
-    return wheel_filename(version), buf.getvalue()
+    return buf.getvalue()
 
 
 def storage_path(filename: str, wheel: bytes) -> str:
@@ -130,10 +152,10 @@ def pypi_json(version: str, filename: str, wheel: bytes, base_url: str,
     return json.dumps(doc, indent=2, sort_keys=True).encode()
 
 
-def pypi_files(version: str, base_url: str,
-               requires_python: str = REQUIRES_PYTHON) -> dict[str, bytes]:
+def pypi_files(version: str, base_url: str, requires_python: str = REQUIRES_PYTHON,
+               requires: tuple[str, ...] = ()) -> dict[str, bytes]:
     """Paths for a StaticHTTPServer: the JSON API (latest and per-version) and the wheel."""
-    filename, wheel = build_webui_wheel(version, requires_python)
+    filename, wheel = build_webui_wheel(version, requires_python, requires)
     doc = pypi_json(version, filename, wheel, base_url, requires_python)
     return {
         f"/pypi/{DIST_NAME}/json": doc,
