@@ -359,5 +359,5 @@ def do_graph(project: Project, infra: Infra, lock: Lock, *, dot: bool = False, a
     else:
         for u in graph:
             after = f"  after {', '.join(u.after)}" if u.after else ""
-            out.print(f"{u.uid}  {short(u.key)}{after}", markup=False, highlight=False)
+            out.print(f"{u.uid}  {short(u.key)}{after}", markup=False, highlight=False, soft_wrap=True)
     return 0
