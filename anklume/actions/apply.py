@@ -118,8 +118,8 @@ def artefact_damage(plan: Plan, graph: Graph, backend, lock: Lock, *, deep: bool
     units = [u for u in graph if u.kind in ("ollama", "model", "wheel") and action.get(u.uid) == "unchanged"
              and action.get(f"instance:{u.object}") == "unchanged"]
     damaged: dict[str, list[str]] = {}
-    for d in check_artefacts(backend, units, lock, deep=deep) if units else []:
-        damaged.setdefault(d.uid, []).append(d.render())
+    for f in check_artefacts(backend, units, lock, deep=deep) if units else []:
+        damaged.setdefault(f.object, []).append(f"{f.field}: expected {f.expected}, found {f.actual}")
     return damaged
 
 

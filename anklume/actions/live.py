@@ -151,8 +151,7 @@ def artefact_findings(graph: Graph, live: Mapping[str, LiveObject], backend, loc
     units = [u for u in graph if u.kind in ("ollama", "model", "wheel")
              and (live.get(u.uid) is not None and live[u.uid].key == u.key)
              and getattr(live.get(f"instance:{u.object}"), "status", None) == "Running"]
-    return [Finding(d.uid, d.path, d.expected, d.actual)
-            for d in (check_artefacts(backend, units, lock, deep=deep) if units else [])]
+    return check_artefacts(backend, units, lock, deep=deep) if units else []
 
 
 def do_verify_live(project: Project, infra: Infra, lock: Lock, *, as_json: bool = False,

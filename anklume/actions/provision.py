@@ -30,6 +30,7 @@ from typing import Any
 import blake3
 import msgspec
 
+from anklume.actions.live import Finding
 from anklume.errors import AnklumeError
 from anklume.lock.schema import Lock
 from anklume.model.names import parse_model_ref
@@ -413,17 +414,6 @@ class Provisioner:
 # -- reading back what was placed ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Damage:
-    uid: str
-    path: str
-    expected: str
-    actual: str
-
-    def render(self) -> str:
-        return f"{self.path}: expected {self.expected}, found {self.actual}"
-
-
 def release_members(tarball: Path) -> list[tuple[str, int, str]]:
     """(path, size, sha256) of each regular file of a ``.tgz`` release (the deep check of an
     unpacked release; ``.tar.zst`` needs a zstd module Python 3.11 lacks: only its marker is checked)."""
@@ -465,7 +455,7 @@ def expected_files(unit: Unit, lock: Lock, *, store=None) -> list[tuple[str, int
     return []
 
 
-def check_artefacts(backend, units: Iterable[Unit], lock: Lock, *, deep: bool = False) -> list[Damage]:
+def check_artefacts(backend, units: Iterable[Unit], lock: Lock, *, deep: bool = False) -> list[Finding]:
     """What placed artefacts look like now, against the lock: one or two execs per instance.
     Quick: presence, sizes and the release marker; ``deep``: every byte re-hashed, the files
     unpacked from an Ollama release included (read from the local store)."""
@@ -478,7 +468,7 @@ def check_artefacts(backend, units: Iterable[Unit], lock: Lock, *, deep: bool = 
     for unit in units:
         if unit.kind in ("ollama", "model", "wheel"):
             by_instance.setdefault((unit.project, unit.object), []).append(unit)
-    found: list[Damage] = []
+    found: list[Finding] = []
     for (project, instance), placed in sorted(by_instance.items()):
         io = InstanceIO(backend, project, instance)
         wanted = [(u, f) for u in placed for f in expected_files(u, lock, store=store)]
@@ -487,15 +477,15 @@ def check_artefacts(backend, units: Iterable[Unit], lock: Lock, *, deep: bool = 
             hashed = io.sha256([f[0] for _u, f in wanted if f[2] is not None and sizes.get(f[0]) == f[1]]) \
                 if deep else {}
         except InstanceIOError as err:
-            found.extend(Damage(u.uid, "(instance)", "readable", err.message) for u in placed)
+            found.extend(Finding(u.uid, "(instance)", "readable", err.message) for u in placed)
             continue
         for unit, (path, size, digest) in wanted:
             actual = sizes.get(path)
             if actual is None:
-                found.append(Damage(unit.uid, path, "present", "missing"))
+                found.append(Finding(unit.uid, path, "present", "missing"))
             elif size is not None and actual != size:
-                found.append(Damage(unit.uid, path, f"{size} bytes", f"{actual} bytes"))
+                found.append(Finding(unit.uid, path, f"{size} bytes", f"{actual} bytes"))
             elif deep and digest is not None and hashed.get(path) != digest:
-                found.append(Damage(unit.uid, path, f"sha256 {digest}", f"sha256 {hashed.get(path)}"))
+                found.append(Finding(unit.uid, path, f"sha256 {digest}", f"sha256 {hashed.get(path)}"))
     return found
 

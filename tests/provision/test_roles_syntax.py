@@ -29,7 +29,7 @@ def _ansible_playbook() -> str:
     candidate = Path(sys.executable).parent / "ansible-playbook"
     found = str(candidate) if candidate.exists() else shutil.which("ansible-playbook")
     if found is None:
-        pytest.skip("ansible-playbook not installed (pip install 'anklume[provision]')")
+        pytest.fail("ansible-playbook not installed: run scripts/setup.sh (pip install -e '.[provision]')", pytrace=False)
     return found
 
 
