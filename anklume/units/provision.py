@@ -71,15 +71,10 @@ def record_key(kind: str, name: str) -> str:
     return f"{RECORD_PREFIX}{kind}.{safe}"
 
 
-def machine_of(unit: Unit) -> str:
-    return unit.object
-
-
-def model_paths(models_dir: str, ref: str) -> tuple[str, str]:
-    """(manifest path, blobs directory) of model ``ref`` under ``models_dir``."""
+def manifest_path(models_dir: str, ref: str) -> str:
+    """Where Ollama keeps model ``ref``'s manifest under ``models_dir``."""
     name = parse_model_ref(ref)
-    manifest = f"{models_dir}/manifests/{name.host}/{name.namespace}/{name.model}/{name.tag}"
-    return manifest, f"{models_dir}/blobs"
+    return f"{models_dir}/manifests/{name.host}/{name.namespace}/{name.model}/{name.tag}"
 
 
 def blob_path(models_dir: str, digest: str) -> str:
@@ -122,7 +117,7 @@ def plan_provision(infra: Infra, lock: Lock, *, role_digests: Mapping[str, str],
             mpin = lock.models.get(ref)
             if mpin is None:
                 raise StaleLock(f"model {ref} of machine {mname} is not pinned in the lock", "run `anklume lock`")
-            manifest, _ = model_paths(mdir, ref)
+            manifest = manifest_path(mdir, ref)
             blobs = [[b.digest, b.size] for b in (mpin.locked.config, *mpin.locked.layers)]
             uid = uid_of("model", f"{mname}/{ref}")
             units.append(Unit(kind="model", name=f"{mname}/{ref}", project=dname, object=mname, spec={
