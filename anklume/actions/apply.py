@@ -95,7 +95,8 @@ def read_plan(graph: Graph, backend, store: SpecStore, *, prune: bool, replace: 
               ) -> tuple[Plan, dict[str, LiveObject]]:
     domains = {u.name for u in graph if u.kind == "project"}
     live = with_provision(graph, backend.read_live(domains, _pools(graph), exact_networks=False))
-    return plan_changes(graph, live, specs=store.get, prune=prune, replace=replace), live
+    return plan_changes(graph, live, specs=store.get, prune=prune, replace=replace,
+                        owner=getattr(backend, "owner", None)), live
 
 
 def with_provision(graph: Graph, live: dict[str, LiveObject]) -> dict[str, LiveObject]:
@@ -242,7 +243,7 @@ def do_apply(project: Project, infra: Infra, lock: Lock, *, plan_only: bool, as_
     out = console or Console(highlight=False)
     store = store or SpecStore()
     graph = plan_units(infra, lock, provision_inputs(project, infra, tree))
-    backend = IncusBackend(endpoint)
+    backend = IncusBackend(endpoint, owner=infra.project_name)
 
     def planned(plan: Plan) -> Plan:
         return mark_damaged(plan, artefact_damage(plan, graph, backend, lock, deep=deep))
@@ -267,8 +268,8 @@ def do_apply(project: Project, infra: Infra, lock: Lock, *, plan_only: bool, as_
                 live = with_provision(graph, backend.refresh(live, _targets(plan, graph, live)))
                 damaged = {c.uid: [r.render() for r in c.reasons] for c in plan.changes
                            if any(r.field == "artefact" for r in c.reasons)}
-                plan = mark_damaged(plan_changes(graph, live, specs=store.get, prune=prune, replace=replace),
-                                    damaged)
+                plan = mark_damaged(plan_changes(graph, live, specs=store.get, prune=prune, replace=replace,
+                                                 owner=infra.project_name), damaged)
                 if any(u.kind in PROVISION_KINDS for u in graph):
                     def event(text: str) -> None:  # a role's tasks, an artefact's progress: one line each
                         out.print(f"  {text}", markup=False, highlight=False, soft_wrap=True)
@@ -317,7 +318,8 @@ def do_why(project: Project, infra: Infra, lock: Lock, *, unit: str | None = Non
 
     out = console or Console(highlight=False)
     graph = plan_units(infra, lock, _provision_inputs(project, infra))
-    plan, _ = read_plan(graph, IncusBackend(endpoint), store or SpecStore(), prune=False, replace=False)
+    plan, _ = read_plan(graph, IncusBackend(endpoint, owner=infra.project_name), store or SpecStore(),
+                        prune=False, replace=False)
     changes = plan.changes
     if unit is not None:
         changes = [c for c in changes if c.uid == unit or c.uid.split(":", 1)[1] == unit]

@@ -131,12 +131,18 @@ def gpu_findings(lock: Lock, cards: Sequence[Any]) -> list[Finding]:
     return out
 
 
-def live_findings(graph: Graph, live: Mapping[str, LiveObject], lock: Lock, cards: Sequence[Any] = ()) -> list[Finding]:
+def live_findings(graph: Graph, live: Mapping[str, LiveObject], lock: Lock, cards: Sequence[Any] = (),
+                  owner: str | None = None) -> list[Finding]:
+    """``owner``: this infra's ``project_name``; another infra's objects are not orphans of this one,
+    and a unit's object that another infra wrote is a finding."""
     out: list[Finding] = []
     for unit in graph:
-        out += unit_findings(unit, live.get(unit.uid))
+        obj = live.get(unit.uid)
+        if obj is not None and obj.owned_by_other(owner):
+            out.append(Finding(unit.uid, "config.user.anklume.owner", owner, obj.owner))
+        out += unit_findings(unit, obj)
     for uid, obj in sorted(live.items()):
-        if obj.managed and uid not in graph.units:
+        if obj.managed and uid not in graph.units and not obj.owned_by_other(owner):
             out.append(Finding(uid, "managed", "not in the lock (orphan)", f"{obj.kind} {obj.object}"))
     out += gpu_findings(lock, cards)
     return out
@@ -168,7 +174,8 @@ def do_verify_live(project: Project, infra: Infra, lock: Lock, *, as_json: bool 
     pools = {"default"} | {u.spec["pool"] for u in graph if u.kind == "volume"}
     live = with_provision(graph, backend.read_live(domains, pools))
     cards = parse_resources(backend.resources()) if lock.gpus else []
-    findings = live_findings(graph, live, lock, cards) + artefact_findings(graph, live, backend, lock, deep=deep)
+    findings = live_findings(graph, live, lock, cards, owner=infra.project_name) + artefact_findings(
+        graph, live, backend, lock, deep=deep)
     if as_json:
         out.print_json(json.dumps({"clean": not findings, "findings": [msgspec.to_builtins(f) for f in findings]}))
     elif findings:

@@ -38,7 +38,7 @@ from anklume.backends.incus import INCUS_HINT, IncusReader, _reason
 from anklume.errors import AnklumeError, SourceError
 from anklume.units.plan import Change, LiveObject
 from anklume.units.provision import RECORD_PREFIX
-from anklume.units.unit import LEASE_KEY, MANAGED_KEY, UNIT_KEY, Unit
+from anklume.units.unit import LEASE_KEY, MANAGED_KEY, OWNER_KEY, UNIT_KEY, Unit
 
 OPERATION_TIMEOUT = 300
 #: Seconds a build lease is valid (a dead holder on this host is detected sooner).
@@ -57,8 +57,9 @@ class IncusBackend(IncusReader):
     """Reads the live state and applies changes; safe to use from several threads
     (one pylxd client per thread)."""
 
-    def __init__(self, endpoint: str | None = None, *, timeout: float = 30.0):
+    def __init__(self, endpoint: str | None = None, *, timeout: float = 30.0, owner: str | None = None):
         super().__init__(endpoint, timeout=timeout)
+        self.owner = owner  # written as user.anklume.owner on every object it creates or updates
         self._local = threading.local()
         self._image_locks: dict[tuple[str, str], threading.Lock] = {}
         self._guard = threading.Lock()
@@ -134,7 +135,7 @@ class IncusBackend(IncusReader):
                 live[f"{obj.uid}@{obj.project}"] = obj
 
         scoped = set(domains)
-        mirrors: dict[str, str] = {}
+        mirrors: dict[str, dict[str, str]] = {}  # domain -> the mirrored config of its bridge
         # the network listing runs on its own connection while the others are read
         with ThreadPoolExecutor(max_workers=1) as pool:
             networks = pool.submit(self.get, "networks", **({"recursion": "1"} if exact_networks else {}))
@@ -150,10 +151,10 @@ class IncusBackend(IncusReader):
             name = unquote(url.rsplit("/", 1)[-1])
             if not name.startswith("net-"):
                 continue
-            key = mirrors.get(name[4:])
-            if key:
+            mirrored = mirrors.get(name[4:])
+            if mirrored:
                 put(LiveObject(kind="network", name=name[4:], project="default", object=name, type="bridge",
-                               config={MANAGED_KEY: "true", UNIT_KEY: key}, status="Created"))
+                               config=mirrored, status="Created"))
                 continue
             try:
                 n = self.get(f"networks/{quote(name, safe='')}")
@@ -164,10 +165,12 @@ class IncusBackend(IncusReader):
         return live
 
     def _read_rest(self, domains: set[str], pools: Iterable[str], scoped: set[str], put,
-                   mirrors: dict[str, str]) -> None:
+                   mirrors: dict[str, dict[str, str]]) -> None:
         for p in self.get("projects", recursion="1"):
-            if (p.get("config") or {}).get(BRIDGE_MIRROR_KEY):
-                mirrors[p["name"]] = p["config"][BRIDGE_MIRROR_KEY]
+            config = p.get("config") or {}
+            if config.get(BRIDGE_MIRROR_KEY):  # a bridge shares its project's owner (both written by one build)
+                mirrors[p["name"]] = {MANAGED_KEY: "true", UNIT_KEY: config[BRIDGE_MIRROR_KEY],
+                                      **({OWNER_KEY: config[OWNER_KEY]} if config.get(OWNER_KEY) else {})}
             if p["name"] in domains or (p.get("config") or {}).get(MANAGED_KEY) == "true":
                 scoped.add(p["name"])
                 put(_project(p))
@@ -236,9 +239,10 @@ class IncusBackend(IncusReader):
         assert unit is not None
         getattr(self, f"_apply_{unit.kind}")(change, unit, obj)
 
-    @staticmethod
-    def _marks(key: str | None) -> dict[str, str]:
+    def _marks(self, key: str | None) -> dict[str, str]:
         marks = {MANAGED_KEY: "true"}
+        if self.owner:
+            marks[OWNER_KEY] = self.owner
         if key:
             marks[UNIT_KEY] = key
         return marks
@@ -384,7 +388,7 @@ class IncusBackend(IncusReader):
         if obj.key:
             owned[UNIT_KEY] = obj.key  # the new key is recorded only once everything else succeeded
         body = {"description": unit.spec["description"], "profiles": unit.spec["profiles"],
-                "config": {**owned, **unit.spec["config"], MANAGED_KEY: "true"}, "devices": unit.spec["devices"],
+                "config": {**owned, **unit.spec["config"], **self._marks(None)}, "devices": unit.spec["devices"],
                 "ephemeral": False}
         if obj.architecture:
             body["architecture"] = obj.architecture

@@ -33,7 +33,7 @@ import msgspec
 from anklume.errors import EXIT_CHANGES, EXIT_OK
 from anklume.units.graph import Graph
 from anklume.units.key import short
-from anklume.units.unit import DELETE_ORDER, MANAGED_KEY, UNIT_KEY, Unit
+from anklume.units.unit import DELETE_ORDER, MANAGED_KEY, OWNER_KEY, UNIT_KEY, Unit
 
 Action = Literal["create", "update", "replace", "delete", "unchanged"]
 
@@ -65,6 +65,14 @@ class LiveObject(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def key(self) -> str | None:
         return self.config.get(UNIT_KEY)
+
+    @property
+    def owner(self) -> str | None:
+        return self.config.get(OWNER_KEY)
+
+    def owned_by_other(self, owner: str | None) -> bool:
+        """Managed by the build of another infra.yml (objects without an owner count as ours)."""
+        return owner is not None and self.owner is not None and self.owner != owner
 
     @property
     def protected(self) -> bool:
@@ -163,12 +171,21 @@ def _no_specs(_key: str) -> None:
 
 
 def plan_changes(graph: Graph, live: Mapping[str, LiveObject], *, specs: SpecLookup = _no_specs,
-                 prune: bool = False, replace: bool = False) -> Plan:
-    """Compare each unit with its live object, then list the orphans (pure)."""
+                 prune: bool = False, replace: bool = False, owner: str | None = None) -> Plan:
+    """Compare each unit with its live object, then list the orphans (pure).
+
+    ``owner``: this infra's ``project_name``.  Objects another infra's build wrote are never
+    orphans here, and a unit that would take one over is blocked."""
     changes: list[Change] = []
     for unit in graph:
-        changes.append(_change(unit, live.get(unit.uid), specs, replace))
-    changes.extend(_orphans(graph, live, prune))
+        obj = live.get(unit.uid)
+        if obj is not None and obj.owned_by_other(owner):
+            changes.append(Change(action="update", uid=unit.uid, key=unit.key, old_key=obj.key, reasons=[
+                Reason("owner", obj.owner, owner)], blocked=f"{unit.kind} {unit.object} belongs to the anklume "
+                f"project {obj.owner!r} (another infra.yml on this daemon): rename yours"))
+            continue
+        changes.append(_change(unit, obj, specs, replace))
+    changes.extend(_orphans(graph, live, prune, owner))
     return Plan(changes)
 
 
@@ -226,8 +243,8 @@ def _change(unit: Unit, obj: LiveObject | None, specs: SpecLookup, replace: bool
     return Change(action="unchanged", uid=unit.uid, key=unit.key, old_key=old_key)
 
 
-def _orphans(graph: Graph, live: Mapping[str, LiveObject], prune: bool) -> list[Change]:
-    orphans = [o for uid, o in live.items() if o.managed and uid not in graph.units]
+def _orphans(graph: Graph, live: Mapping[str, LiveObject], prune: bool, owner: str | None = None) -> list[Change]:
+    orphans = [o for uid, o in live.items() if o.managed and uid not in graph.units and not o.owned_by_other(owner)]
     orphans.sort(key=lambda o: (DELETE_ORDER.get(o.kind, 9), o.uid))
     kept_domains: dict[str, str] = {}
     for o in orphans:

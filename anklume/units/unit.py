@@ -15,6 +15,9 @@ DELETE_ORDER: dict[str, int] = {"instance": 0, "volume": 1, "profile": 2, "netwo
 #: Config keys anklume writes on every object it manages.
 MANAGED_KEY = "user.anklume.managed"
 UNIT_KEY = "user.anklume.key"
+#: The ``project_name`` of the infra.yml whose build wrote the object: several infrastructures
+#: can share one Incus daemon without taking each other's objects for orphans.
+OWNER_KEY = "user.anklume.owner"
 LEASE_KEY = "user.anklume.lease"
 
 

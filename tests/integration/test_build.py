@@ -310,3 +310,29 @@ def test_bridge_key_mirror_fallbacks(env):
     assert env.build(infra, lock) == 0, env.out.getvalue()
     assert env.query(f"/1.0/projects/{d1}")["config"][BRIDGE_MIRROR_KEY] == graph[f"network:{d1}"].key
     assert env.build(infra, lock, plan_only=True) == 0, env.out.getvalue()
+
+
+def test_two_infras_share_a_daemon_without_pruning_each_other(env):
+    """Each object records the project_name of the infra.yml whose build wrote it: another infra's
+    objects are not this one's orphans, even with --prune, and are never taken over."""
+    infra_a, lock_a = env.infra_lock(env.doc())
+    d2 = env.dom(2)
+    doc_b = {"project_name": "other", "global": {"base_subnet": "10.100", "default_os_image": "local:busybox"},
+             "domains": {d2: {"subnet_id": env.sid + 2, "ephemeral": True, "machines": {
+                 f"{d2}-solo": {"ip": f"10.100.{env.sid + 2}.10"}}}}}
+    infra_b, lock_b = env.infra_lock(doc_b)
+    assert env.build(infra_a, lock_a) == 0, env.out.getvalue()
+    assert env.build(infra_b, lock_b, prune=True) == 0, env.out.getvalue()
+    assert "kept" not in env.out.getvalue() and "delete" not in env.out.getvalue()
+    assert env.instance(f"{env.dom(0)}-web", env.dom(0))["status"] == "Running"
+    assert env.query(f"/1.0/instances/{d2}-solo?project={d2}")["config"]["user.anklume.owner"] == "other"
+    assert env.verify(infra_a, lock_a) == (0, [])
+    assert env.verify(infra_b, lock_b) == (0, [])
+    assert env.build(infra_a, lock_a, prune=True, plan_only=True) == 0, env.out.getvalue()
+
+    # an infra that declares a domain the other one owns is stopped, not let in
+    doc_c = {**doc_b, "project_name": "third"}
+    infra_c, lock_c = env.infra_lock(doc_c)
+    assert env.build(infra_c, lock_c) == 1
+    assert "belongs to the anklume project 'other'" in env.out.getvalue()
+    assert env.query(f"/1.0/instances/{d2}-solo?project={d2}")["config"]["user.anklume.owner"] == "other"

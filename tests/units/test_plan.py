@@ -158,3 +158,25 @@ def test_diff_specs_nested():
     new = {"config": {"a": "1", "c": "3"}, "devices": {}}
     assert [r.render() for r in diff_specs(old, new)] == [
         "config.b: '2' -> (none)", "config.c: (none) -> '3'", 'devices.eth0: {"x":"1"} -> (none)']
+
+
+def test_another_infras_objects_are_neither_orphans_nor_taken_over():
+    from anklume.units.unit import OWNER_KEY
+
+    _, _, mine = setup()
+    live = {uid: msgspec.structs.replace(o, config={**o.config, OWNER_KEY: "t"}) for uid, o in live_of(mine).items()}
+    theirs_doc = two_domains(a="gamma", b="delta")
+    _, _, theirs = setup(theirs_doc)
+    for uid, o in live_of(theirs).items():
+        live[uid] = msgspec.structs.replace(o, config={**o.config, OWNER_KEY: "other"})
+    plan = plan_changes(mine, live, prune=True, owner="t")
+    assert actions(plan) == {} and plan.exit_code == 0
+    # without owners (objects written before owners were recorded) they would be orphans
+    assert actions(plan_changes(mine, live, prune=True)) != {}
+    # a unit whose object another infra wrote: blocked, never taken over
+    clash = two_domains(a="gamma")
+    _, _, g = setup(clash)
+    plan = plan_changes(g, live, owner="t")
+    blocked = {c.uid: c.blocked for c in plan.changes if c.blocked}
+    assert "belongs to the anklume project 'other'" in blocked["project:gamma"]
+    assert plan.exit_code == 2
