@@ -9,8 +9,10 @@
 #   anklume build --no-apply
 #   anklume verify
 # then shows that a second lock and build change nothing; finally builds
-# examples/quickstart into a private incusd in a network namespace and runs
-# `anklume verify --live` on it (scripts/demo_incus.py).
+# examples/quickstart and examples/llm-quickstart (Ollama with a model pinned by
+# digest, Open WebUI wired to it; stand-ins for what cannot be downloaded here)
+# into a private incusd in a network namespace and runs `anklume verify --live`
+# on them (scripts/demo_incus.py).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"

@@ -28,7 +28,7 @@ H200_SMI = FIXTURES / "gpu" / "h200-nvidia-smi" / "nvidia-smi-query.csv"
 
 #: Examples whose images are the Incus daemon's own (``local:``): they are locked
 #: against the daemon they are built into (scripts/demo.sh), not the recorded data.
-DAEMON_EXAMPLES = {"quickstart"}
+DAEMON_EXAMPLES = {"quickstart", "llm-quickstart"}
 
 
 def example_names() -> list[str]:
