@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -274,3 +276,37 @@ def test_an_isolated_domain_installs_open_webui_from_a_pushed_wheelhouse(llm):
     report = build_json(ctx)
     assert set(report["results"]) == {"wheel:llm-webui/open-webui", "role:llm-webui/open_webui"}
     assert report["transferred"]["wheel:llm-webui/open-webui"] == len(data2)
+
+
+def test_kill_9_during_provisioning_then_the_next_build_converges(llm):
+    """The whole build process group killed at a random point while artefacts travel and roles run
+    (seed printed; ANKLUME_CRASH_SEED replays it): nothing is recorded that did not apply, and the
+    next build converges to a state verify --live --deep finds clean."""
+    import os
+    import random
+    import signal
+    import sys
+    import time
+
+    ctx = llm
+    assert cli(ctx, "lock")[0] == 0
+    seed = int(os.environ.get("ANKLUME_CRASH_SEED") or random.randrange(1 << 30))
+    print(f"ANKLUME_CRASH_SEED={seed}")
+    rng = random.Random(seed)
+    anklume = str(Path(sys.executable).parent / "anklume")
+    for trial in range(2):
+        proc = subprocess.Popen([anklume, "build", "-f", str(ctx.root / "infra.yml")], env={**os.environ, **ctx.env},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        time.sleep(rng.uniform(1.0, 12.0))
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        # what is recorded as applied is whole: no recorded artefact is missing or altered
+        damaged = [f for f in findings(ctx, "--deep") if f["field"].startswith("/")]
+        assert damaged == [], (f"seed {seed}, trial {trial}", damaged)
+    report = build_json(ctx)
+    assert all(r["status"] == "ok" for r in report["results"].values()), (seed, report["results"])
+    assert findings(ctx, "--deep") == [], f"seed {seed}"
+    assert build_json(ctx)["results"] == {}
+    listed = ctx.io("llm-ollama").exec(["/usr/local/bin/ollama", "list"], env={"OLLAMA_MODELS": "/root/.ollama/models"})
+    assert ctx.first.id in listed.stdout.decode()
+
