@@ -3,6 +3,7 @@ are fetched from: no daemon needed."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import pytest
@@ -98,3 +99,24 @@ def test_artefacts_come_from_the_mirrors_first():
                                 ollama_registry="https://registry.ollama.ai", pypi="https://pypi.org")
     assert canonical.release_urls(url) == [url] and canonical.wheel_urls(wheel) == [wheel]
     assert canonical.blob_urls("llama3.2:3b", digest) == [f"https://registry.ollama.ai/v2/library/llama3.2/blobs/{digest}"]
+
+
+def test_wheelhouse_listing_and_its_errors(tmp_path):
+    from anklume.actions.provision import wheelhouse_files
+
+    with pytest.raises(AnklumeError, match="is not a directory"):
+        wheelhouse_files(tmp_path / "none", memo_dir=tmp_path)
+    house = tmp_path / "house"
+    house.mkdir()
+    with pytest.raises(AnklumeError, match="holds no wheel"):
+        wheelhouse_files(house, memo_dir=tmp_path)
+    (house / "b-1.0-py3-none-any.whl").write_bytes(b"bbb")
+    (house / "a-1.0-py3-none-any.whl").write_bytes(b"aa")
+    (house / "notes.txt").write_text("not a wheel")
+    listed = wheelhouse_files(house, memo_dir=tmp_path)
+    assert listed == [["a-1.0-py3-none-any.whl", hashlib.sha256(b"aa").hexdigest(), 2],
+                      ["b-1.0-py3-none-any.whl", hashlib.sha256(b"bbb").hexdigest(), 3]]
+    assert (tmp_path / "wheelhouse-sha256.json").exists()  # memoised by path, size and mtime
+    (house / "a-1.0-py3-none-any.whl").write_bytes(b"AA")
+    os.utime(house / "a-1.0-py3-none-any.whl", ns=(1, 1))
+    assert wheelhouse_files(house, memo_dir=tmp_path)[0][1] == hashlib.sha256(b"AA").hexdigest()
