@@ -351,12 +351,25 @@ class IncusBackend(IncusReader):
             # protection is set with the key, at the end: an instance left half-created by an
             # interrupted build (no key) is never protected, so the next build can re-create it
             config = {k: v for k, v in unit.spec["config"].items() if k != "security.protection.delete"}
-            self.request("post", "instances", params=project, body={
-                "name": unit.object, "type": unit.spec["type"], "description": unit.spec["description"],
-                "source": self._source(unit), "profiles": unit.spec["profiles"],
-                "config": {**config, **self._marks(None)}, "devices": unit.spec["devices"],
-            })
-            status = "Stopped"
+            body = {"name": unit.object, "type": unit.spec["type"], "description": unit.spec["description"],
+                    "source": self._source(unit), "profiles": unit.spec["profiles"],
+                    "config": {**config, **self._marks(None)}, "devices": unit.spec["devices"]}
+            try:
+                self.request("post", "instances", params=project, body=body)
+                status = "Stopped"
+            except IncusApiError as err:
+                if "busy running" not in err.message and "already exists" not in err.message:
+                    raise
+                # a killed build's create of this very instance still ran inside Incus when the plan
+                # was read: let it end, then take over what it made (or make it again when it made
+                # something else)
+                obj = self._after_interrupted_create(unit)
+                if obj is None:
+                    self.request("post", "instances", params=project, body=body)
+                    status = "Stopped"
+                else:
+                    self._put_instance(unit, obj, keep_records=False)
+                    status = obj.status
         else:
             if change.action != "replace":
                 self._put_instance(unit, obj)
@@ -367,6 +380,22 @@ class IncusBackend(IncusReader):
         if "security.protection.delete" in unit.spec["config"]:
             final["security.protection.delete"] = unit.spec["config"]["security.protection.delete"]
         self.request("patch", f"instances/{unit.object}", params=project, body={"config": final})
+
+    def _after_interrupted_create(self, unit: Unit) -> LiveObject | None:
+        """After the operations on ``unit``'s instance ended: the instance an interrupted build
+        created from the same image, ready to be taken over; None when there is none (it was
+        deleted, here or because it came from another image)."""
+        self._settle(LiveObject(kind="instance", name=unit.name, project=unit.project, object=unit.object))
+        try:
+            fresh = self.get(f"instances/{unit.object}", project=unit.project)
+        except NotFound:
+            return None
+        obj = _instance(fresh, unit.project)
+        if obj.config.get("volatile.base_image") == unit.spec["image"]["fingerprint"] and obj.type == unit.spec["type"]:
+            return obj
+        self._stop(obj)
+        self.request("delete", f"instances/{unit.object}", params={"project": unit.project})
+        return None
 
     def _settle(self, obj: LiveObject) -> None:
         """Wait for the operations still running on an instance (a killed build's create goes on)."""

@@ -94,3 +94,36 @@ def test_two_builds_of_one_project_at_once(env, tmp_path):
     out, _ = first.communicate(timeout=120)
     assert first.returncode == 0, out
     assert env.build(infra, lock, plan_only=True) == 0
+
+
+def test_a_create_still_running_inside_incus_is_taken_over(env):
+    """kill -9 does not stop what Incus itself is doing: a create the killed build started goes on
+    inside the daemon while the next build plans and posts the same instance.  That build waits for
+    it to end and takes the instance over (a slow image makes the overlap certain)."""
+    d0 = env.dom(0)
+    fp = env.incus.ensure_debian_python_image("debian-python")
+    doc = {"project_name": "t", "global": {"base_subnet": "10.100", "default_os_image": "local:debian-python"},
+           "domains": {d0: {"subnet_id": env.sid, "ephemeral": True, "machines": {}}}}
+    infra, lock = env.infra_lock(doc, {"local:debian-python": fp})
+    assert env.build(infra, lock) == 0, env.out.getvalue()
+    env.incus.ensure_debian_python_image("debian-python", project=d0)
+    doc["domains"][d0]["machines"] = {f"{d0}-slow": {"ip": f"10.100.{env.sid}.10"}}
+    infra, lock = env.infra_lock(doc, {"local:debian-python": fp})
+    client = IncusBackend(env.incus.socket)._connect()
+    # what the killed build had asked for: the instance, marked managed, without a key yet
+    answer = client.api.instances.post(params={"project": d0}, json={
+        "name": f"{d0}-slow", "type": "container", "profiles": ["default"],
+        "source": {"type": "image", "fingerprint": fp}, "config": {"user.anklume.managed": "true"}})
+    assert answer.json()["type"] == "async"
+    # the plan was read before that create made its record: the build posts the same instance
+    from anklume.units.plan import Change
+
+    unit = plan_units(infra, lock)[f"instance:{d0}-slow"]
+    IncusBackend(env.incus.socket).apply(Change(action="create", uid=unit.uid, key=unit.key), unit, None)
+    inst = env.instance(f"{d0}-slow", d0)
+    assert inst["status"] == "Running" and inst["config"]["user.anklume.key"] == unit.key
+    assert env.build(infra, lock) == 0, env.out.getvalue()
+    inst = env.instance(f"{d0}-slow", d0)
+    assert inst["status"] == "Running" and inst["config"]["user.anklume.key"]
+    assert env.verify(infra, lock)[0] == 0, env.out.getvalue()
+    assert env.build(infra, lock, plan_only=True) == 0
