@@ -32,7 +32,7 @@ from anklume.units.graph import Graph, plan_units
 from anklume.units.key import canonical, short
 from anklume.render.write import TreeChanges
 from anklume.units.plan import Change, LiveObject, Plan, mark_damaged, plan_changes
-from anklume.units.provision import PROVISION_KINDS, provision_live
+from anklume.units.provision import ARTEFACT_KINDS, PROVISION_KINDS, provision_live
 from anklume.units.unit import DELETE_ORDER
 
 
@@ -91,12 +91,11 @@ def _pools(graph: Graph) -> set[str]:
     return {"default"} | {u.spec["pool"] for u in graph if u.kind == "volume"}
 
 
-def read_plan(graph: Graph, backend, store: SpecStore, *, prune: bool, replace: bool
+def read_plan(graph: Graph, backend, store: SpecStore, *, prune: bool, replace: bool, owner: str | None = None
               ) -> tuple[Plan, dict[str, LiveObject]]:
     domains = {u.name for u in graph if u.kind == "project"}
     live = with_provision(graph, backend.read_live(domains, _pools(graph), exact_networks=False))
-    return plan_changes(graph, live, specs=store.get, prune=prune, replace=replace,
-                        owner=getattr(backend, "owner", None)), live
+    return plan_changes(graph, live, specs=store.get, prune=prune, replace=replace, owner=owner), live
 
 
 def with_provision(graph: Graph, live: dict[str, LiveObject]) -> dict[str, LiveObject]:
@@ -116,10 +115,10 @@ def artefact_damage(plan: Plan, graph: Graph, backend, lock: Lock, *, deep: bool
     from anklume.actions.provision import check_artefacts
 
     action = {c.uid: c.action for c in plan.changes}
-    units = [u for u in graph if u.kind in ("ollama", "model", "wheel") and action.get(u.uid) == "unchanged"
+    units = [u for u in graph if u.kind in ARTEFACT_KINDS and action.get(u.uid) == "unchanged"
              and action.get(f"instance:{u.object}") == "unchanged"]
     damaged: dict[str, list[str]] = {}
-    for f in check_artefacts(backend, units, lock, deep=deep) if units else []:
+    for f in check_artefacts(backend, units, lock, deep=deep):
         damaged.setdefault(f.object, []).append(f"{f.field}: expected {f.expected}, found {f.actual}")
     return damaged
 
@@ -249,7 +248,7 @@ def do_apply(project: Project, infra: Infra, lock: Lock, *, plan_only: bool, as_
         return mark_damaged(plan, artefact_damage(plan, graph, backend, lock, deep=deep))
 
     if plan_only:
-        plan, _ = read_plan(graph, backend, store, prune=prune, replace=replace)
+        plan, _ = read_plan(graph, backend, store, prune=prune, replace=replace, owner=infra.project_name)
         plan = planned(plan)
         if as_json:
             out.print_json(json.dumps(plan_json(plan)))
@@ -258,7 +257,7 @@ def do_apply(project: Project, infra: Infra, lock: Lock, *, plan_only: bool, as_
         return plan.exit_code
     provisioner = None
     with build_lock(project.root):
-        plan, live = read_plan(graph, backend, store, prune=prune, replace=replace)
+        plan, live = read_plan(graph, backend, store, prune=prune, replace=replace, owner=infra.project_name)
         plan = planned(plan)
         if plan.pending:
             # changes to make: take the daemon-wide lease, then re-read what is about to change
@@ -318,8 +317,8 @@ def do_why(project: Project, infra: Infra, lock: Lock, *, unit: str | None = Non
 
     out = console or Console(highlight=False)
     graph = plan_units(infra, lock, _provision_inputs(project, infra))
-    plan, _ = read_plan(graph, IncusBackend(endpoint, owner=infra.project_name), store or SpecStore(),
-                        prune=False, replace=False)
+    plan, _ = read_plan(graph, IncusBackend(endpoint), store or SpecStore(), prune=False, replace=False,
+                        owner=infra.project_name)
     changes = plan.changes
     if unit is not None:
         changes = [c for c in changes if c.uid == unit or c.uid.split(":", 1)[1] == unit]

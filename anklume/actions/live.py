@@ -29,7 +29,7 @@ from anklume.model.schema import Infra
 from anklume.project import Project
 from anklume.units.graph import Graph, plan_units
 from anklume.units.plan import LiveObject, show_value
-from anklume.units.provision import PROVISION_KINDS, record_key
+from anklume.units.provision import ARTEFACT_KINDS, PROVISION_KINDS, record_key
 from anklume.units.unit import Unit
 
 
@@ -154,10 +154,10 @@ def artefact_findings(graph: Graph, live: Mapping[str, LiveObject], backend, loc
     sizes, and with ``deep`` every byte re-hashed."""
     from anklume.actions.provision import check_artefacts
 
-    units = [u for u in graph if u.kind in ("ollama", "model", "wheel")
+    units = [u for u in graph if u.kind in ARTEFACT_KINDS
              and (live.get(u.uid) is not None and live[u.uid].key == u.key)
              and getattr(live.get(f"instance:{u.object}"), "status", None) == "Running"]
-    return check_artefacts(backend, units, lock, deep=deep) if units else []
+    return check_artefacts(backend, units, lock, deep=deep)
 
 
 def do_verify_live(project: Project, infra: Infra, lock: Lock, *, as_json: bool = False,

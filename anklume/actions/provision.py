@@ -38,7 +38,7 @@ from anklume.model.schema import Infra
 from anklume.project import Project
 from anklume.render.write import TreeChanges
 from anklume.fsio import atomic_write, default_cache_dir
-from anklume.units.provision import OPEN_WEBUI_ROLE, RELEASE_MARKER, WHEEL_DIR, blob_path, record_key
+from anklume.units.provision import ARTEFACT_KINDS, OPEN_WEBUI_ROLE, RELEASE_MARKER, WHEEL_DIR, blob_path, record_key
 from anklume.units.unit import Unit
 
 SHIPPED_ROLES = Path(__file__).resolve().parents[1] / "provision" / "roles"
@@ -459,15 +459,14 @@ def check_artefacts(backend, units: Iterable[Unit], lock: Lock, *, deep: bool = 
     """What placed artefacts look like now, against the lock: one or two execs per instance.
     Quick: presence, sizes and the release marker; ``deep``: every byte re-hashed, the files
     unpacked from an Ollama release included (read from the local store)."""
-    from anklume.store import ArtefactStore
-
-    store = ArtefactStore() if deep else None
     from anklume.backends.incus_files import InstanceIO, InstanceIOError
+    from anklume.store import ArtefactStore
 
     by_instance: dict[tuple[str, str], list[Unit]] = {}
     for unit in units:
-        if unit.kind in ("ollama", "model", "wheel"):
+        if unit.kind in ARTEFACT_KINDS:
             by_instance.setdefault((unit.project, unit.object), []).append(unit)
+    store = ArtefactStore() if deep and by_instance else None
     found: list[Finding] = []
     for (project, instance), placed in sorted(by_instance.items()):
         io = InstanceIO(backend, project, instance)

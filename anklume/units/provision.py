@@ -44,7 +44,8 @@ from anklume.lock.keys import INSTANCE_TYPES, iter_machines, needs_ollama
 from anklume.lock.schema import Lock
 from anklume.model.names import parse_model_ref
 from anklume.model.schema import Infra, Machine
-from anklume.units.unit import Unit, uid_of
+from anklume.units.plan import LiveObject
+from anklume.units.unit import MANAGED_KEY, UNIT_KEY, Unit, uid_of
 
 OLLAMA_ROLE = "ollama_server"
 OPEN_WEBUI_ROLE = "open_webui"
@@ -56,6 +57,8 @@ RELEASE_MARKER = ".anklume-release"
 #: Prefix of the instance config keys that record the keys of the units placed in it.
 RECORD_PREFIX = "user.anklume.unit."
 PROVISION_KINDS = ("ollama", "model", "wheel", "role")
+#: The kinds that place files (read back by ``verify --live`` and before each build).
+ARTEFACT_KINDS = ("ollama", "model", "wheel")
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -153,14 +156,11 @@ def plan_provision(infra: Infra, lock: Lock, *, role_digests: Mapping[str, str],
     return units
 
 
-def provision_live(units: list[Unit], instances: Mapping[str, Any]) -> dict[str, Any]:
+def provision_live(units: list[Unit], instances: Mapping[str, LiveObject]) -> dict[str, LiveObject]:
     """The live view of the units inside instances: for each unit whose instance carries its
     record, a live object with the recorded key (``instances``: machine -> its instance's
     live object, or absent)."""
-    from anklume.units.plan import LiveObject
-    from anklume.units.unit import MANAGED_KEY, UNIT_KEY
-
-    out: dict[str, Any] = {}
+    out: dict[str, LiveObject] = {}
     for unit in units:
         inst = instances.get(unit.object)
         if inst is None or inst.project != unit.project:
