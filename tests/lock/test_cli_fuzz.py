@@ -9,6 +9,8 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support.hyp import examples
+
 from anklume.cli import main
 from tests.lock.conftest import GPU_ARGS
 from tests.model.test_fuzz import MUTATIONS
@@ -22,7 +24,7 @@ def snapshot_dir(root) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-@settings(max_examples=40, deadline=None, derandomize=True, database=None,
+@settings(max_examples=examples(40), deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data())
 def test_mutated_infra_never_tracebacks_and_failures_write_nothing(data, tmp_path_factory):

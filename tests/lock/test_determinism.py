@@ -9,6 +9,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support.hyp import examples
+
 from anklume.lock.assemble import lock_infra
 from anklume.lock.codec import encode_lock
 from anklume.model.load import load_infra
@@ -56,7 +58,7 @@ def _lock_and_tree(text: bytes, env, cache):
     return encode_lock(lock), render_tree(infra, lock)
 
 
-@settings(max_examples=12, deadline=None, derandomize=True,
+@settings(max_examples=examples(12), deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**32 - 1), name=st.sampled_from(example_names()), everything=st.booleans())
 def test_shuffled_key_order_gives_identical_lock_and_tree(seed, name, everything, tmp_path_factory):

@@ -18,6 +18,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support.hyp import examples
+
 from anklume.errors import InvalidInfra
 from anklume.lock.codec import infra_hash
 from anklume.model.load import load_infra
@@ -26,7 +28,7 @@ from anklume.model.schema import Infra
 from .conftest import EXAMPLES
 
 SOURCES = {name: path.read_bytes() for name, path in EXAMPLES.items()}
-FUZZ = settings(max_examples=20, derandomize=True, deadline=None, database=None,
+FUZZ = settings(max_examples=examples(20), derandomize=True, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 #: What PyYAML counts as a line break (so what its line numbers count).
@@ -244,7 +246,7 @@ def test_mutation(mutation: str, data: st.DataObject):
     check(MUTATIONS[mutation](data.draw, source))
 
 
-@settings(FUZZ, max_examples=30)
+@settings(FUZZ, max_examples=examples(30))
 @given(data=st.data())
 def test_stacked_mutations(data: st.DataObject):
     """Two or three mutations in a row, each on what the previous one left."""

@@ -17,6 +17,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.support.hyp import examples
+
 from anklume.lock.codec import infra_hash
 from anklume.model.load import load_infra
 
@@ -117,7 +119,7 @@ def _shuffled(node, rnd: random.Random):
     return node
 
 
-@settings(max_examples=30, derandomize=True, deadline=None, database=None)
+@settings(max_examples=examples(30), derandomize=True, deadline=None, database=None)
 @given(name=st.sampled_from(sorted(EXAMPLES)), rnd=st.randoms(use_true_random=False),
        flow=st.sampled_from([None, True, False]))
 def test_shuffled_key_order_keeps_the_hash(name: str, rnd: random.Random, flow: bool | None):

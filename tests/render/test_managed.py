@@ -7,6 +7,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.support.hyp import examples
+
 from anklume.render.managed import (MANAGED_BEGIN, MANAGED_END, MANAGED_NOTICE, NEW_FILE_TAIL, V1_NOTICE,
                                     UnmergeableFile, extract_managed, managed_block, merge_managed)
 
@@ -98,7 +100,7 @@ _bodies = st.lists(st.from_regex(r"[a-z_]{1,12}: [a-z0-9.]{1,12}", fullmatch=Tru
     lambda lines: "\n".join(lines) + "\n")
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(before=_user_text, after=_user_text, bodies=st.lists(_bodies, min_size=1, max_size=5))
 def test_user_content_survives_any_number_of_merges(before, after, bodies):
     text = f"{before}---\n{managed_block(bodies[0])}\n{after}"
@@ -107,7 +109,7 @@ def test_user_content_survives_any_number_of_merges(before, after, bodies):
         assert text == f"{before}---\n{managed_block(body)}\n{after}"
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(existing=st.one_of(st.none(), _user_text, _user_text.map(lambda t: "---\n" + t)), body=_bodies,
        other=_bodies)
 def test_merge_is_idempotent_and_keeps_user_keys(existing, body, other):

@@ -9,6 +9,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support.hyp import examples
+
 from anklume.render import yamlout
 from anklume.render.tree import render_tree
 from anklume.render.yamlout import dump, dump_reference
@@ -101,13 +103,13 @@ _values = st.recursive(
 )
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(600), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.dictionaries(_keys, _values, max_size=8))
 def test_dump_equals_reference(data):
     assert dump(data) == dump_reference(data)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.dictionaries(_names, st.recursive(
     st.one_of(_names, st.integers(), st.booleans(), st.none()),
     lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(_names, inner, max_size=4)),

@@ -10,6 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.support.hyp import examples
+
 from anklume.errors import SourceError
 from anklume.resolve.gpus import (
     GpuCard,
@@ -128,7 +130,7 @@ def test_normalize_pci(address, normal):
 
 
 @given(st.integers(0, 0xFFFF), st.integers(0, 0xFF), st.integers(0, 0x1F), st.integers(0, 7))
-@settings(max_examples=50)
+@settings(max_examples=examples(50))
 def test_normalize_pci_agrees_between_nvidia_smi_and_incus_forms(domain, bus, device, function):
     smi = f"{domain:08X}:{bus:02X}:{device:02X}.{function}"
     incus = f"{domain:04x}:{bus:02x}:{device:02x}.{function}"

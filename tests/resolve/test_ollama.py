@@ -9,6 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.support.hyp import examples
+
 from anklume.errors import ResolveError, SourceError
 from anklume.lock.schema import ModelBlob, OllamaLocked
 from anklume.resolve.http import Fetcher
@@ -60,7 +62,7 @@ ASSET_NAMES = st.text("abcxyz019._- ", min_size=1, max_size=20).filter(lambda n:
 DIGESTS = st.binary(min_size=8, max_size=8).map(lambda b: hashlib.sha256(b).hexdigest())
 
 
-@settings(max_examples=50)
+@settings(max_examples=examples(50))
 @given(st.dictionaries(ASSET_NAMES, DIGESTS, min_size=1), st.booleans())
 def test_parse_sha256sum_round_trips_what_sha256sum_writes(sums, binary_mode):
     mode = " *" if binary_mode else "  ./"
