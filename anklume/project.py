@@ -3,7 +3,10 @@ the generated Ansible tree in the same directory (as the original wrote it)."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +47,11 @@ class Project:
         data = read_input(self.lock_file)
         return None if data is None else decode_lock(data, str(self.lock_file))
 
+    def load(self) -> tuple[Infra, Lock]:
+        """infra.yml and its fresh lock: what every command but ``lock`` starts from."""
+        infra = self.load_infra()
+        return infra, self.fresh_lock(infra)
+
     def fresh_lock(self, infra: Infra) -> Lock:
         """The lock, refusing a missing or stale one (build and verify never re-resolve)."""
         lock = self.read_lock()
@@ -83,3 +91,24 @@ def load_infra_memo(data: bytes, file: str, memo_dir: Path) -> Infra:
     except (OSError, msgspec.DecodeError):
         pass
     return infra
+
+
+class BuildBusy(AnklumeError):
+    """Another build holds the project's build lock."""
+
+
+@contextmanager
+def exclusive_build(root: Path) -> Iterator[None]:
+    """One build at a time per project directory: ``fcntl.flock`` on the directory itself (no lock
+    file left in the user's repository; the kernel drops it when the process dies, even by
+    ``kill -9``).  A second build stops clearly instead of waiting."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BuildBusy(f"another anklume build is running for {root}",
+                            "wait for it to finish, then run the build again") from None
+        yield
+    finally:
+        os.close(fd)

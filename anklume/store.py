@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import http.client
 import os
 import re
@@ -30,8 +31,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from anklume.errors import AnklumeError
-from anklume.fsio import default_cache_dir
+from anklume.fsio import atomic_write, default_cache_dir, read_or_none
 from anklume.resolve.http import USER_AGENT, _describe
+from anklume.units.key import canonical
 
 #: Read size when hashing a file on disk (bench/sha256_throughput.py measures it).
 HASH_CHUNK = 4 * 1024 * 1024
@@ -338,3 +340,32 @@ def _announced_length(response) -> int | None:  # noqa: ANN001
         return int(value) if value is not None else None
     except ValueError:
         return None
+
+
+class SpecStore:
+    """Applied specs, content-addressed: ``<root>/<hex of key>.json``, written when a unit is
+    applied and read by the planner to say which field changed (``why``, ``build --plan``).
+    Default root: ``$XDG_DATA_HOME/anklume/specs``."""
+
+    def __init__(self, root: Path | None = None):
+        if root is None:
+            base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+            root = Path(base) / "anklume" / "specs"
+        self.root = root
+
+    def path(self, key: str) -> Path:
+        return self.root / f"{key.removeprefix('blake3:')}.json"
+
+    def put(self, key: str, spec: Mapping[str, object]) -> None:
+        path = self.path(key)
+        if not path.exists():
+            atomic_write(path, canonical(spec) + b"\n")
+
+    def get(self, key: str) -> dict[str, object] | None:
+        data = read_or_none(self.path(key))
+        if data is None:
+            return None
+        try:
+            return json.loads(data)
+        except ValueError:
+            return None

@@ -23,7 +23,8 @@ if str(REPO) not in sys.path:
 
 from rich.console import Console  # noqa: E402
 
-from anklume.actions.apply import SpecStore, do_apply  # noqa: E402
+from anklume.actions.build import do_apply
+from anklume.store import SpecStore  # noqa: E402
 from anklume.project import Project  # noqa: E402
 from tests.support.events import EventCounter  # noqa: E402
 from tests.support.incusd import PrivateIncus  # noqa: E402
@@ -54,7 +55,7 @@ class Bench:
     def build(self, *, jobs: int = 4, infra=None) -> tuple[int, str]:
         buf = io.StringIO()
         rc = do_apply(self.project, infra or self.infra, self.lock, plan_only=False, as_json=False, jobs=jobs,
-                      endpoint=self.incus.socket, store=self.store, console=Console(file=buf, width=200))
+                      endpoint=self.incus.socket, specs=self.store, console=Console(file=buf, width=200))
         return rc, buf.getvalue()
 
     def cli_noop(self, runs: int) -> tuple[float, list[float]]:
@@ -141,7 +142,7 @@ def main() -> None:
         cli, cli_all = bench.cli_noop(args.runs)
         print(f"`anklume build` as a user runs it (a new process: start-up, infra.yml, lock, tree and Incus): "
               f"median {cli * 1000:.0f} ms (min {min(cli_all) * 1000:.0f}, max {max(cli_all) * 1000:.0f})")
-        from anklume.backends.incus_apply import IncusBackend
+        from anklume.backends.incus import IncusBackend
 
         backend = IncusBackend(incus.socket)
         parts = []

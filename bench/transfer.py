@@ -23,8 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from anklume.backends.incus import IncusReader
-from anklume.backends.incus_files import CHUNK, InstanceIO
+from anklume.backends.incus.reader import IncusReader
+from anklume.backends.incus.files import CHUNK, InstanceIO
 from tests.support.incusd import PrivateIncus
 from tests.support.procs import find_binary
 

@@ -1,25 +1,40 @@
-"""``anklume build``: the Ansible tree from the lock, then the Incus objects."""
+"""``anklume build``: the Ansible tree from the lock, then the Incus objects and what goes inside
+the instances (``--plan``: what would be done, and why).
+
+Exit codes: 0 done / nothing to do, 2 (``--plan`` only) changes pending, 1 an error or a unit
+that failed.  A no-op build reads a constant handful of listings and writes nothing.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import msgspec
 from rich.console import Console
+from rich.markup import escape
 
-from anklume.project import Project
+from anklume.actions.report import plan_json, print_plan
+from anklume.backends.incus import IncusBackend, lease_holder
+from anklume.engine import apply_plan, artefact_damage, observe_and_plan, refresh_targets
+from anklume.executor import make_progress
+from anklume.lock.schema import Lock
+from anklume.model.schema import Infra
+from anklume.project import Project, exclusive_build
+from anklume.provision.artefacts import ArtefactSources, Provisioner
+from anklume.provision.inputs import project_units
 from anklume.render.tree import render_tree
-from anklume.render.write import apply_tree, find_orphans, plan_tree, prune
+from anklume.render.write import TreeChanges, apply_tree, find_orphans, plan_tree, prune
+from anklume.sources import incus_endpoint
+from anklume.store import ArtefactStore, SpecStore
+from anklume.units.inside import INSIDE_KINDS, with_inside
+from anklume.units.plan import Plan, mark_damaged, plan_changes
 
 
-def incus_endpoint(infra, flag: str | None) -> str | None:
-    """``--incus``, else ``ANKLUME_INCUS``, else ``global.sources.incus``, else the local socket (None)."""
-    from anklume.resolve.sources import effective_sources
-
-    if flag:
-        return flag
-    return effective_sources(msgspec.structs.asdict(infra.global_.sources), os.environ).incus
+def endpoint_of(infra: Infra, flag: str | None) -> str | None:
+    """``--incus``, else ``ANKLUME_INCUS``, else ``global.sources.incus``, else the local socket."""
+    return incus_endpoint(msgspec.structs.asdict(infra.global_.sources), flag, os.environ)
 
 
 def do_build(infra_file: Path, *, apply: bool, prune_orphans: bool, plan_only: bool = False,
@@ -27,8 +42,7 @@ def do_build(infra_file: Path, *, apply: bool, prune_orphans: bool, plan_only: b
              deep: bool = False) -> int:
     out = Console(highlight=False, soft_wrap=True, markup=False, emoji=False, stderr=as_json)
     project = Project(infra_file)
-    infra = project.load_infra()
-    lock = project.fresh_lock(infra)
+    infra, lock = project.load()
     rendered = render_tree(infra, lock)
     changes = plan_tree(project.root, rendered)
     if plan_only:
@@ -47,10 +61,8 @@ def do_build(infra_file: Path, *, apply: bool, prune_orphans: bool, plan_only: b
                        command="anklume build --prune" if apply else "anklume build --no-apply --prune")
         if not apply:
             return 0
-    from anklume.actions.apply import do_apply
-
     code = do_apply(project, infra, lock, plan_only=plan_only, as_json=as_json, jobs=jobs,
-                    prune=prune_orphans, replace=replace, endpoint=incus_endpoint(infra, endpoint),
+                    prune=prune_orphans, replace=replace, endpoint=endpoint_of(infra, endpoint),
                     tree=changes, deep=deep)
     if plan_only and code == 0:
         return tree_code
@@ -70,3 +82,81 @@ def report_orphans(out: Console, orphans, *, prune_them: bool, command: str) -> 
             out.print(f"PROTECTED orphan: {orphan.path} ({orphan.reason}); manual removal required")
         else:
             out.print(f"ORPHAN: {orphan.path} ({orphan.reason}); `{command}` deletes it")
+
+
+def do_apply(project: Project, infra: Infra, lock: Lock, *, plan_only: bool, as_json: bool, jobs: int = 4,
+             prune: bool = False, replace: bool = False, endpoint: str | None = None,
+             specs: SpecStore | None = None, console: Console | None = None, tree: TreeChanges | None = None,
+             deep: bool = False, artefacts: ArtefactStore | None = None) -> int:
+    """Plan and apply to Incus; ``tree``: the Ansible tree changes about to be (or just) written
+    (the roles' variables); ``deep``: re-hash every placed artefact; ``specs``: the applied-spec
+    store; ``artefacts``: the local artefact store."""
+    out = console or Console(highlight=False)
+    specs = specs or SpecStore()
+    owner = infra.project_name
+    graph = project_units(project, infra, lock, tree)
+    backend = IncusBackend(endpoint, owner=owner)
+
+    def planned(plan: Plan) -> Plan:
+        return mark_damaged(plan, artefact_damage(plan, graph, backend, lock, deep=deep))
+
+    if plan_only:
+        plan, _ = observe_and_plan(graph, backend, specs, prune=prune, replace=replace, owner=owner)
+        plan = planned(plan)
+        if as_json:
+            out.print_json(json.dumps(plan_json(plan)))
+        else:
+            print_plan(plan, out)
+        return plan.exit_code
+    provisioner = None
+    with exclusive_build(project.root):
+        plan, live = observe_and_plan(graph, backend, specs, prune=prune, replace=replace, owner=owner)
+        plan = planned(plan)
+        if plan.pending:
+            # changes to make: take the daemon-wide lease, then re-read what is about to change
+            # (O(changes) requests) and plan again under it
+            lease = backend.acquire_lease(lease_holder())
+            try:
+                live = with_inside(graph, backend.refresh(live, refresh_targets(plan, graph, live)))
+                damaged = {c.uid: [r.render() for r in c.reasons] for c in plan.changes
+                           if any(r.field == "artefact" for r in c.reasons)}
+                plan = mark_damaged(plan_changes(graph, live, specs=specs.get, prune=prune, replace=replace,
+                                                 owner=owner), damaged)
+                if any(u.kind in INSIDE_KINDS for u in graph):
+                    def event(text: str) -> None:  # a role's tasks, an artefact's progress: one line each
+                        out.print(f"  {text}", markup=False, highlight=False, soft_wrap=True)
+
+                    provisioner = Provisioner(backend, project, infra, lock, sources=ArtefactSources.of(infra),
+                                              store=artefacts, endpoint=endpoint,
+                                              on_event=None if as_json else event)
+                results = {}
+                if plan.pending:
+                    if not as_json:
+                        print_plan(plan, out)
+                    progress = None if as_json else make_progress(len(plan.pending), out)
+                    results = apply_plan(plan, graph, live, backend, specs, jobs=jobs, replace=replace,
+                                         progress=progress, provisioner=provisioner)
+            finally:
+                backend.release_lease(lease)
+        if not plan.pending:
+            for c in plan.changes:
+                if c.action == "delete":
+                    out.print(f"kept {c.uid}: {c.blocked}", markup=False)
+            if as_json:
+                out.print_json(json.dumps({**plan_json(plan), "results": {}}))
+            else:
+                out.print(f"nothing to do ({len(graph)} units unchanged)")
+            return 0
+    failed = [o for o in results.values() if o.status != "ok"]
+    if as_json:
+        done = {uid: {"status": o.status, "error": o.error, "seconds": round(o.seconds, 3)}
+                for uid, o in results.items()}
+        sent = dict(provisioner.transferred) if provisioner is not None else {}
+        out.print_json(json.dumps({**plan_json(plan), "results": done, "transferred": sent}))
+    else:
+        ok = sum(1 for o in results.values() if o.status == "ok")
+        out.print(f"applied {ok} of {len(results)} change(s)"
+                  + (f"; {len(failed)} failed or skipped" if failed else ""))
+        for o in failed:
+            out.print(f"[red]{o.status}[/] {escape(o.id)}: {escape(o.error or '')}", highlight=False)
+    return 1 if failed else 0

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from anklume.resolve.gpus import encode_inventory
 from anklume.resolve.inventory import fetch_inventory
-from anklume.resolve.sources import effective_sources, validated_source
+from anklume.sources import effective_sources, validated_source
 
 
 def do_gpus(*, as_json: bool, endpoint: str | None) -> int:

@@ -12,6 +12,7 @@ from anklume.fsio import atomic_write, read_input
 from anklume.lock.assemble import Update, describe_changes, known_pin_names, lock_infra
 from anklume.lock.codec import encode_lock, infra_hash
 from anklume.project import Project
+from anklume.resolve.resolver import LiveResolver
 
 
 def do_lock(infra_file: Path, *, check: bool, update: bool, names: tuple[str, ...], offline: bool,
@@ -38,8 +39,6 @@ def do_lock(infra_file: Path, *, check: bool, update: bool, names: tuple[str, ..
         if unknown:
             raise AnklumeError(f"--update: no pin named {', '.join(unknown)}",
                                f"pins of this lock and {project.infra_file.name}: {', '.join(sorted(known))}")
-
-    from anklume.resolve.resolver import LiveResolver
 
     resolver = LiveResolver(infra, env=os.environ, offline=offline, gpu_inventory=gpu_inventory,
                             nvidia_smi=nvidia_smi)

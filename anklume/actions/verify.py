@@ -1,14 +1,28 @@
-"""``anklume verify`` (offline part): the lock is fresh, and every generated
-file's managed section is byte-for-byte what the lock renders."""
+"""``anklume verify``: the lock is fresh, and every generated file's managed section is
+byte-for-byte what the lock renders; with ``--live``, the daemon and the artefacts placed in
+instances are what the lock says (findings: :mod:`anklume.units.findings`).
+
+Exit codes: 0 clean, 1 differences or findings (or an error).
+"""
 
 from __future__ import annotations
 
 import difflib
+import json
 from pathlib import Path
 
 from rich.console import Console
 
+from anklume.actions.build import endpoint_of
+from anklume.actions.report import findings_json, print_findings
+from anklume.backends.incus import IncusBackend
+from anklume.engine import artefact_findings, observe
+from anklume.lock.schema import Lock
+from anklume.model.schema import Infra
 from anklume.project import Project
+from anklume.provision.inputs import project_units
+from anklume.resolve.gpus import parse_resources
+from anklume.units.findings import live_findings
 from anklume.render.managed import extract_managed, managed_block
 from anklume.render.tree import render_tree
 from anklume.render.write import read_tree_file
@@ -18,8 +32,7 @@ def do_verify(infra_file: Path, *, live: bool = False, as_json: bool = False, en
               deep: bool = False) -> int:
     out = Console(highlight=False, soft_wrap=True, markup=False, emoji=False, stderr=as_json)
     project = Project(infra_file)
-    infra = project.load_infra()
-    lock = project.fresh_lock(infra)
+    infra, lock = project.load()
     out.print(f"lock: {project.lock_file.name} is fresh")
     differences = 0
     rendered = render_tree(infra, lock)
@@ -44,9 +57,27 @@ def do_verify(infra_file: Path, *, live: bool = False, as_json: bool = False, en
         out.print(f"tree: {len(rendered)} generated file(s) match the lock")
     code = 1 if differences else 0
     if live:
-        from anklume.actions.build import incus_endpoint
-        from anklume.actions.live import do_verify_live
-
-        code = max(code, do_verify_live(project, infra, lock, as_json=as_json, deep=deep,
-                                        endpoint=incus_endpoint(infra, endpoint)))
+        code = max(code, verify_live(project, infra, lock, as_json=as_json, deep=deep,
+                                     endpoint=endpoint_of(infra, endpoint)))
     return code
+
+
+def verify_live(project: Project, infra: Infra, lock: Lock, *, as_json: bool = False,
+                endpoint: str | None = None, console: Console | None = None, deep: bool = False) -> int:
+    """Compare the live daemon with the lock, without writing: 0 clean, 1 findings."""
+    out = console or Console(highlight=False)
+    graph = project_units(project, infra, lock)
+    backend = IncusBackend(endpoint)
+    live = observe(graph, backend, exact_networks=True)
+    cards = parse_resources(backend.resources()) if lock.gpus else []
+    findings = live_findings(graph, live, lock, cards, owner=infra.project_name) + artefact_findings(
+        graph, live, backend, lock, deep=deep)
+    if as_json:
+        out.print_json(json.dumps(findings_json(findings)))
+    elif findings:
+        print_findings(findings, out)
+        out.print(f"[red]live state differs from the lock: {len(findings)} finding(s)[/]")
+    else:
+        out.print(f"live state matches the lock ({len(graph)} units"
+                  + (f", {len(lock.gpus)} GPU slot(s)" if lock.gpus else "") + ")")
+    return 1 if findings else 0

@@ -15,7 +15,7 @@ from typing import Protocol, TypeVar
 from anklume.errors import ResolveError
 from anklume.lock.codec import infra_hash
 from anklume.lock.gpu import Card, assign_gpus, check_vram, sharing_warnings
-from anklume.lock.keys import (INSTANCE_TYPES, RELEASE_ARCH, effective_image, image_key, is_gpu_machine,
+from anklume.model.needs import (INSTANCE_TYPES, RELEASE_ARCH, effective_image, image_key, is_gpu_machine,
                                iter_machines, needs_ollama, needs_open_webui)
 from anklume.lock.schema import (LOCK_VERSION, ImageLocked, ImageOriginal, ImagePin, Lock, ModelLocked,
                                  ModelOriginal, ModelPin, OllamaLocked, OllamaOriginal, OllamaPin,

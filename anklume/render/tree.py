@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from anklume.errors import StaleLock
-from anklume.lock.keys import OLLAMA_ROLE, OPEN_WEBUI_ROLE, image_key, is_gpu_machine, iter_machines, needs_ollama
+from anklume.model.needs import OLLAMA_ROLE, OPEN_WEBUI_ROLE, image_key, is_gpu_machine, iter_machines, needs_ollama
 from anklume.lock.schema import Lock
 from anklume.model.schema import Domain, Infra, Machine
 from anklume.render.yamlout import dump

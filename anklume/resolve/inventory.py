@@ -8,7 +8,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from anklume.backends.incus import IncusReader
+from anklume.backends.incus.reader import IncusReader
 from anklume.errors import SourceError
 from anklume.resolve.gpus import SMI_FIELDS, GpuCard, join_inventory, parse_nvidia_smi_csv, parse_resources
 

@@ -34,11 +34,11 @@ from typing import TYPE_CHECKING, Annotated
 import msgspec
 
 from anklume.errors import ResolveError, SourceError
-from anklume.lock.keys import RELEASE_ARCH
+from anklume.model.needs import RELEASE_ARCH
 from anklume.lock.schema import ModelBlob, ModelLocked, OllamaLocked
 from anklume.model.names import ModelName, parse_model_ref
 from anklume.resolve.fetched import Fetched, HttpStatusError
-from anklume.resolve.sources import CANONICAL_OLLAMA_RELEASES, OLLAMA_REGISTRY_HOST, source_hint
+from anklume.sources import CANONICAL_OLLAMA_RELEASES, OLLAMA_REGISTRY_HOST, source_hint
 
 if TYPE_CHECKING:
     from anklume.resolve.http import Fetcher

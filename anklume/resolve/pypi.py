@@ -31,7 +31,7 @@ import msgspec
 from anklume.errors import OfflineMiss, ResolveError, SourceError
 from anklume.lock.schema import OpenWebUILocked
 from anklume.resolve.fetched import Fetched, HttpStatusError
-from anklume.resolve.sources import CANONICAL_PYPI, CANONICAL_PYPI_FILES, source_hint
+from anklume.sources import CANONICAL_PYPI, CANONICAL_PYPI_FILES, source_hint
 
 if TYPE_CHECKING:
     from anklume.resolve.http import Fetcher

@@ -22,7 +22,7 @@ from anklume.resolve.http import Fetcher
 from anklume.resolve.ollama import resolve_model, resolve_release
 from anklume.resolve.pypi import resolve_open_webui
 from anklume.resolve.simplestreams import resolve_image, resolve_local_image
-from anklume.resolve.sources import effective_sources
+from anklume.sources import effective_sources
 
 
 class LiveResolver:
@@ -38,7 +38,7 @@ class LiveResolver:
 
     def _reader(self):
         if self._incus is None:
-            from anklume.backends.incus import IncusReader
+            from anklume.backends.incus.reader import IncusReader
 
             self._incus = IncusReader(self.sources.incus)
         return self._incus

@@ -33,7 +33,7 @@ import msgspec
 
 from anklume.errors import ResolveError, SourceError
 from anklume.lock.schema import ImageFile, ImageLocked
-from anklume.resolve.sources import CANONICAL_IMAGES, source_hint
+from anklume.sources import CANONICAL_IMAGES, source_hint
 
 if TYPE_CHECKING:
     from anklume.resolve.http import Fetcher

@@ -29,7 +29,7 @@ Which dependency changes force a re-apply (``key_deps``) - none, in this layer, 
 - everything an instance's result depends on is in its own spec: the image fingerprint
   (identity: a new pin replaces the instance), the type, the project, the names of its
   profiles, its bridge, the pool and name of each volume it mounts, its GPU slot;
-- units placed inside an instance (:mod:`anklume.units.provision`) carry the instance's identity
+- units placed inside an instance (:mod:`anklume.units.inside`) carry the instance's identity
   (type, project, pinned fingerprint) in their own specs rather than its key, and record their
   keys on the instance: a config change applied in place re-runs nothing inside it, a new image
   or a re-created instance re-runs everything.  ``build_graph`` supports ``key_deps`` generally
@@ -44,9 +44,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from anklume.errors import AnklumeError, StaleLock
-from anklume.lock.keys import INSTANCE_TYPES, image_key, is_gpu_machine, iter_machines
 from anklume.lock.schema import Lock
+from anklume.model.needs import INSTANCE_TYPES, image_key, is_gpu_machine, iter_machines
 from anklume.model.schema import Infra
 from anklume.units.key import unit_key
 from anklume.units.unit import Unit, uid_of
@@ -156,22 +158,7 @@ def build_graph(units: Iterable[Unit]) -> Graph:
 
 
 def _with_key(unit: Unit, key: str) -> Unit:
-    import msgspec
-
     return msgspec.structs.replace(unit, key=key)
-
-
-def plan_units(infra: Infra, lock: Lock, provision: Mapping[str, Any] | None = None) -> Graph:
-    """The units for ``infra`` as pinned by ``lock``: the Incus layer, and with ``provision``
-    (the on-disk inputs of :func:`anklume.units.provision.plan_provision`: ``role_digests`` and
-    ``vars_digests``) the units inside instances too."""
-    units = incus_units(infra, lock)
-    if provision is not None:
-        from anklume.units.provision import plan_provision
-
-        images = {u.name: u.identity["fingerprint"] for u in units if u.kind == "instance"}
-        units.extend(plan_provision(infra, lock, instance_images=images, **provision))
-    return build_graph(units)
 
 
 def incus_units(infra: Infra, lock: Lock) -> list[Unit]:
@@ -185,7 +172,7 @@ def incus_units(infra: Infra, lock: Lock) -> list[Unit]:
         units.append(Unit(kind="project", name=dname, project="default", object=dname,
                           spec={"description": domain.description, "config": dict(PROJECT_FEATURES)}))
         # after its project: the bridge's key is mirrored on the project (read without the
-        # slow bridge listing, see anklume.backends.incus_apply.IncusBackend.read_live)
+        # slow bridge listing, see anklume.backends.incus.live.read_live)
         units.append(Unit(kind="network", name=dname, project="default", object=bridge_name(dname),
                           spec={"type": "bridge", "description": domain.description, "config": {
                               "ipv4.address": f"{base}.{domain.subnet_id}.254/24",

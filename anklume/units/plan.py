@@ -1,7 +1,7 @@
 """Units + the live state -> a ``Plan``: what ``build`` would do, and why (pure).
 
 The live state is read by the backend (a handful of listings, see
-:mod:`anklume.backends.incus_apply`) into :class:`LiveObject` values; this module only compares:
+the backend) into :class:`~anklume.units.unit.LiveObject` values; this module only compares:
 
 - no live object: **create**;
 - recorded key (``user.anklume.key``) equal to the unit's key: **unchanged** (an instance that
@@ -33,65 +33,9 @@ import msgspec
 from anklume.errors import EXIT_CHANGES, EXIT_OK
 from anklume.units.graph import Graph
 from anklume.units.key import short
-from anklume.units.unit import DELETE_ORDER, MANAGED_KEY, OWNER_KEY, UNIT_KEY, Unit
+from anklume.units.unit import DELETE_ORDER, LiveObject, Unit
 
 Action = Literal["create", "update", "replace", "delete", "unchanged"]
-
-
-class LiveObject(msgspec.Struct, frozen=True, kw_only=True):
-    """What Incus says about one object (from a recursion=1 listing)."""
-
-    kind: str
-    name: str  # the unit name it maps to: "d", "d/default", "m", ...
-    project: str
-    object: str
-    config: dict[str, str] = {}
-    devices: dict[str, dict[str, str]] = {}
-    description: str = ""
-    profiles: list[str] = []
-    status: str | None = None  # instances: "Running", "Stopped"...; networks: "Created", "Pending"...
-    type: str | None = None  # instances: "container" / "virtual-machine"; networks: "bridge"
-    pool: str | None = None  # volumes
-    architecture: str | None = None  # instances
-
-    @property
-    def uid(self) -> str:
-        return f"{self.kind}:{self.name}"
-
-    @property
-    def managed(self) -> bool:
-        return self.config.get(MANAGED_KEY) == "true"
-
-    @property
-    def key(self) -> str | None:
-        return self.config.get(UNIT_KEY)
-
-    @property
-    def owner(self) -> str | None:
-        return self.config.get(OWNER_KEY)
-
-    def owned_by_other(self, owner: str | None) -> bool:
-        """Managed by the build of another infra.yml (objects without an owner count as ours)."""
-        return owner is not None and self.owner is not None and self.owner != owner
-
-    @property
-    def protected(self) -> bool:
-        return self.kind == "instance" and self.config.get("security.protection.delete") == "true"
-
-    def identity(self) -> dict[str, Any]:
-        if self.kind == "instance":
-            return {"type": self.type, "project": self.project, "fingerprint": self.config.get("volatile.base_image")}
-        if self.kind == "volume":
-            return {"pool": self.pool}
-        return {}
-
-    @property
-    def domain(self) -> str:
-        if self.kind == "project":
-            return self.object
-        if self.kind == "network":
-            return self.object.removeprefix("net-")
-        return self.project
 
 
 class Reason(msgspec.Struct, frozen=True):

@@ -1,4 +1,5 @@
-"""The ``Unit``: one Incus object anklume owns, with exactly the spec that is applied."""
+"""The nouns of the unit layer: the ``Unit`` (one object anklume owns, with exactly the spec
+that is applied) and the ``LiveObject`` (what Incus says about one object)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Any, Literal
 
 import msgspec
 
-#: Incus objects, then the units placed inside instances (see anklume.units.provision).
+#: Incus objects, then the units placed inside instances (see anklume.units.inside).
 Kind = Literal["project", "network", "profile", "volume", "instance", "ollama", "model", "wheel", "role"]
 
 #: Order in which orphans of each kind are deleted (instances first, projects last).
@@ -48,3 +49,59 @@ class Unit(msgspec.Struct, frozen=True, kw_only=True):
 
 def uid_of(kind: str, name: str) -> str:
     return f"{kind}:{name}"
+
+
+class LiveObject(msgspec.Struct, frozen=True, kw_only=True):
+    """What Incus says about one object (from a recursion=1 listing)."""
+
+    kind: str
+    name: str  # the unit name it maps to: "d", "d/default", "m", ...
+    project: str
+    object: str
+    config: dict[str, str] = {}
+    devices: dict[str, dict[str, str]] = {}
+    description: str = ""
+    profiles: list[str] = []
+    status: str | None = None  # instances: "Running", "Stopped"...; networks: "Created", "Pending"...
+    type: str | None = None  # instances: "container" / "virtual-machine"; networks: "bridge"
+    pool: str | None = None  # volumes
+    architecture: str | None = None  # instances
+
+    @property
+    def uid(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+    @property
+    def managed(self) -> bool:
+        return self.config.get(MANAGED_KEY) == "true"
+
+    @property
+    def key(self) -> str | None:
+        return self.config.get(UNIT_KEY)
+
+    @property
+    def owner(self) -> str | None:
+        return self.config.get(OWNER_KEY)
+
+    def owned_by_other(self, owner: str | None) -> bool:
+        """Managed by the build of another infra.yml (objects without an owner count as ours)."""
+        return owner is not None and self.owner is not None and self.owner != owner
+
+    @property
+    def protected(self) -> bool:
+        return self.kind == "instance" and self.config.get("security.protection.delete") == "true"
+
+    def identity(self) -> dict[str, Any]:
+        if self.kind == "instance":
+            return {"type": self.type, "project": self.project, "fingerprint": self.config.get("volatile.base_image")}
+        if self.kind == "volume":
+            return {"pool": self.pool}
+        return {}
+
+    @property
+    def domain(self) -> str:
+        if self.kind == "project":
+            return self.object
+        if self.kind == "network":
+            return self.object.removeprefix("net-")
+        return self.project

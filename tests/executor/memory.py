@@ -8,8 +8,8 @@ import time
 import msgspec
 
 from anklume.errors import AnklumeError
-from anklume.units.plan import Change, LiveObject
-from anklume.units.unit import MANAGED_KEY, UNIT_KEY, Unit
+from anklume.units.plan import Change
+from anklume.units.unit import MANAGED_KEY, UNIT_KEY, LiveObject, Unit
 
 
 class MemoryBackend:

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from anklume.actions.apply import SpecStore, apply_plan, read_plan
-from anklume.units.graph import plan_units
+from anklume.engine import apply_plan, observe_and_plan
+from anklume.store import SpecStore
+from anklume.units.build import build_units
 from tests.executor.memory import MemoryBackend
 from tests.units.infra import FP_B, make_infra, make_lock, two_domains, with_fingerprint
 
 
 def build(graph, backend, store, **kw):
-    plan, live = read_plan(graph, backend, store, prune=kw.pop("prune", False), replace=kw.pop("replace", False))
+    plan, live = observe_and_plan(graph, backend, store, prune=kw.pop("prune", False), replace=kw.pop("replace", False))
     return plan, apply_plan(plan, graph, live, backend, store, jobs=kw.pop("jobs", 4), replace=False)
 
 
 def test_build_converges_and_respects_dependencies(tmp_path):
     infra = make_infra(two_domains())
-    g = plan_units(infra, make_lock(infra))
+    g = build_units(infra, make_lock(infra))
     backend = MemoryBackend(delay=0.01)
     store = SpecStore(tmp_path)
     plan, results = build(g, backend, store)
@@ -34,7 +35,7 @@ def test_build_converges_and_respects_dependencies(tmp_path):
 
 def test_failed_unit_stops_its_dependents_only(tmp_path):
     infra = make_infra(two_domains())
-    g = plan_units(infra, make_lock(infra))
+    g = build_units(infra, make_lock(infra))
     backend = MemoryBackend(fail={"network:alpha"})
     plan, results = build(g, backend, SpecStore(tmp_path))
     status = {uid: o.status for uid, o in results.items()}
@@ -55,8 +56,8 @@ def test_replace_blocked_for_protected_instance(tmp_path):
     infra = make_infra(two_domains())
     lock = make_lock(infra)
     backend = MemoryBackend()
-    build(plan_units(infra, lock), backend, SpecStore(tmp_path))
-    g2 = plan_units(infra, with_fingerprint(lock, "local:busybox", FP_B))
+    build(build_units(infra, lock), backend, SpecStore(tmp_path))
+    g2 = build_units(infra, with_fingerprint(lock, "local:busybox", FP_B))
     plan, results = build(g2, backend, SpecStore(tmp_path))
     assert results["instance:alpha-db"].status == "failed"
     assert "protected" in results["instance:alpha-db"].error
@@ -66,7 +67,7 @@ def test_replace_blocked_for_protected_instance(tmp_path):
 def test_every_bridge_is_created_before_any_instance(tmp_path):
     """Incus 6.0 races when a bridge is created while other instances start: bridges go first."""
     infra = make_infra(two_domains())
-    g = plan_units(infra, make_lock(infra))
+    g = build_units(infra, make_lock(infra))
     backend = MemoryBackend(delay=0.01)
     build(g, backend, SpecStore(tmp_path))
     done = [uid for _, uid in backend.log]

@@ -9,8 +9,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from anklume.actions.apply import SpecStore, do_apply
-from anklume.actions.live import do_verify_live
+from anklume.actions.build import do_apply
+from anklume.store import SpecStore
+from anklume.actions.verify import verify_live
 from anklume.project import Project
 from tests.support import images
 from tests.units.infra import make_infra, make_lock
@@ -75,10 +76,10 @@ class BuildEnv:
     def build(self, infra, lock, *, plan_only: bool = False, prune: bool = False, replace: bool = False,
               as_json: bool = False, jobs: int = 4) -> int:
         return do_apply(self.project, infra, lock, plan_only=plan_only, as_json=as_json, jobs=jobs, prune=prune,
-                        replace=replace, endpoint=self.incus.socket, store=self.store, console=self.console())
+                        replace=replace, endpoint=self.incus.socket, specs=self.store, console=self.console())
 
     def verify(self, infra, lock) -> tuple[int, list[dict]]:
-        rc = do_verify_live(self.project, infra, lock, as_json=True, endpoint=self.incus.socket,
+        rc = verify_live(self.project, infra, lock, as_json=True, endpoint=self.incus.socket,
                             console=self.console())
         return rc, json.loads(self.out.getvalue())["findings"]
 

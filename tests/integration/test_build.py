@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from anklume.actions.apply import BuildBusy, build_lock
+from anklume.project import BuildBusy, exclusive_build
 from anklume.errors import AnklumeError
-from anklume.units.graph import plan_units
+from anklume.units.build import build_units
 from tests.integration.build_env import second_busybox
 from tests.support.events import EventCounter
 
@@ -22,7 +22,7 @@ def test_first_build_creates_everything_and_second_writes_nothing(env):
     assert "to create" in env.out.getvalue()
 
     assert env.build(infra, lock) == 0, env.out.getvalue()
-    graph = plan_units(infra, lock)
+    graph = build_units(infra, lock)
 
     project = env.query(f"/1.0/projects/{d0}")
     assert project["description"] == "first domain"
@@ -217,27 +217,27 @@ def test_failed_unit_stops_dependents_not_other_domains(env):
 
 def test_unreachable_daemon_is_a_clear_error(env, tmp_path):
     infra, lock = env.infra_lock(env.doc())
-    from anklume.actions.apply import do_apply
+    from anklume.actions.build import do_apply
 
     with pytest.raises(AnklumeError) as err:
         do_apply(env.project, infra, lock, plan_only=True, as_json=False, jobs=1, prune=False, replace=False,
-                 endpoint=str(tmp_path / "no.socket"), store=env.store)
+                 endpoint=str(tmp_path / "no.socket"), specs=env.store)
     assert err.value.exit_code == 1
     assert "unreachable" in err.value.message and "no.socket" in err.value.message
 
 
 def test_second_concurrent_build_stops_clearly(env):
     infra, lock = env.infra_lock(env.doc())
-    with build_lock(env.project.root):
+    with exclusive_build(env.project.root):
         with pytest.raises(BuildBusy, match="another anklume build is running"):
             env.build(infra, lock)
     # --plan reads only and does not take the lock
-    with build_lock(env.project.root):
+    with exclusive_build(env.project.root):
         assert env.build(infra, lock, plan_only=True) == 2
 
 
 def test_lease_on_the_daemon_stops_a_second_controller(env):
-    from anklume.backends.incus_apply import LeaseHeld
+    from anklume.backends.incus import LeaseHeld
 
     infra, lock = env.infra_lock(env.doc())
     env.incus.incus("project", "set", "default", "user.anklume.lease=other-host 4242 99999999999")
@@ -289,12 +289,12 @@ def test_bridge_key_mirror_fallbacks(env):
     """The plan reads bridges without Incus's slow listing, from the key mirrored on each domain's
     project; a missing mirror falls back to reading that bridge, and a bridge deleted by hand is
     seen gone whatever its mirror says."""
-    from anklume.backends.incus_apply import BRIDGE_MIRROR_KEY
+    from anklume.backends.incus import BRIDGE_MIRROR_KEY
 
     infra, lock = env.infra_lock(env.doc())
     d0, d1 = env.dom(0), env.dom(1)
     assert env.build(infra, lock) == 0, env.out.getvalue()
-    graph = plan_units(infra, lock)
+    graph = build_units(infra, lock)
     assert env.query(f"/1.0/projects/{d0}")["config"][BRIDGE_MIRROR_KEY] == graph[f"network:{d0}"].key
 
     env.incus.incus("project", "unset", d0, BRIDGE_MIRROR_KEY)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from anklume.actions.live import unit_findings
-from anklume.backends.incus_apply import IncusBackend
-from anklume.units.graph import plan_units
+from anklume.units.findings import unit_findings
+from anklume.backends.incus import IncusBackend
+from anklume.units.build import build_units
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,14 +24,15 @@ SCRIPT = textwrap.dedent("""
     import json, sys
     from pathlib import Path
     sys.path.insert(0, {repo!r})
-    from anklume.actions.apply import SpecStore, do_apply
+    from anklume.actions.build import do_apply
+from anklume.store import SpecStore
     from anklume.project import Project
     from tests.units.infra import make_infra, make_lock
     args = json.loads(Path(sys.argv[1]).read_text())
     infra = make_infra(args["doc"])
     lock = make_lock(infra, default_fp=args["fp"])
     sys.exit(do_apply(Project(Path(args["infra_file"])), infra, lock, plan_only=False, as_json=False, jobs=4,
-                      prune=False, replace=False, endpoint=args["socket"], store=SpecStore(Path(args["store"]))))
+                      prune=False, replace=False, endpoint=args["socket"], specs=SpecStore(Path(args["store"]))))
 """)
 
 
@@ -49,7 +50,7 @@ def start_build(env, tmp_path, doc) -> subprocess.Popen:
 
 def recorded_means_applied(env, infra, lock) -> int:
     """Every object whose recorded key is its unit's key is exactly that unit's spec (and running)."""
-    graph = plan_units(infra, lock)
+    graph = build_units(infra, lock)
     live = IncusBackend(env.incus.socket).read_live({u.name for u in graph if u.kind == "project"})
     recorded = 0
     for unit in graph:
@@ -87,7 +88,7 @@ def test_two_builds_of_one_project_at_once(env, tmp_path):
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and "user.anklume.lease" not in env.query("/1.0/projects/default")["config"]:
         time.sleep(0.02)
-    from anklume.actions.apply import BuildBusy
+    from anklume.project import BuildBusy
 
     with pytest.raises(BuildBusy, match="another anklume build is running for "):
         env.build(infra, lock)
@@ -118,7 +119,7 @@ def test_a_create_still_running_inside_incus_is_taken_over(env):
     # the plan was read before that create made its record: the build posts the same instance
     from anklume.units.plan import Change
 
-    unit = plan_units(infra, lock)[f"instance:{d0}-slow"]
+    unit = build_units(infra, lock)[f"instance:{d0}-slow"]
     IncusBackend(env.incus.socket).apply(Change(action="create", uid=unit.uid, key=unit.key), unit, None)
     inst = env.instance(f"{d0}-slow", d0)
     assert inst["status"] == "Running" and inst["config"]["user.anklume.key"] == unit.key

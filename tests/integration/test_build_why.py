@@ -6,16 +6,15 @@ import json
 
 import pytest
 
-from anklume.actions.apply import SpecStore, do_why
+from anklume.actions.explain import why as do_why
+from anklume.store import SpecStore
 from anklume.errors import AnklumeError
 from tests.support.events import EventCounter
 
 
-
-
-def why(env, infra, lock, unit=None, as_json=False, store=None):
+def why(env, infra, lock, unit=None, as_json=False, specs=None):
     rc = do_why(env.project, infra, lock, unit=unit, as_json=as_json, endpoint=env.incus.socket,
-                store=store or env.store, console=env.console())
+                specs=specs or env.store, console=env.console())
     return rc, env.out.getvalue()
 
 
@@ -44,7 +43,7 @@ def test_why_names_the_changed_fields(env, tmp_path):
                                 {"field": "config.user.added", "old": None, "new": "true", "text": None}]
 
     # another controller without the local store still says which keys differ
-    rc, text = why(env, infra2, lock2, f"{d0}-web", store=SpecStore(tmp_path / "empty"))
+    rc, text = why(env, infra2, lock2, f"{d0}-web", specs=SpecStore(tmp_path / "empty"))
     assert "applied spec not in the local store" in text
 
     with pytest.raises(AnklumeError, match="no unit named nope"):

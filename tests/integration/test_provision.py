@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from anklume.backends.incus_files import InstanceIO
-from anklume.backends.incus_apply import IncusBackend
+from anklume.backends.incus.files import InstanceIO
+from anklume.backends.incus import IncusBackend
 from anklume.cli import main
 from anklume.lock.codec import decode_lock
 from tests.support.models import make_model, push_model

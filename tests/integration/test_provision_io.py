@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from anklume.backends.incus import IncusReader
-from anklume.backends.incus_apply import IncusBackend
-from anklume.backends.incus_files import (
+from anklume.backends.incus.reader import IncusReader
+from anklume.backends.incus import IncusBackend
+from anklume.backends.incus.files import (
     CHUNK,
     ExecFailed,
     ExecResult,
@@ -267,7 +267,7 @@ _REMOTE_SCRIPT = """
 import io, json, os, ssl, sys
 sys.path.insert(0, sys.argv[1])
 import pylxd
-from anklume.backends.incus_files import InstanceIO
+from anklume.backends.incus.files import InstanceIO
 conf, server_crt, url = sys.argv[2], sys.argv[3], sys.argv[4]
 with open(server_crt, "w") as f:  # trust on first use, as `incus remote add --accept-certificate`
     f.write(ssl.get_server_certificate(("127.0.0.1", 18443)))

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from anklume.backends.incus import IncusReader
-from anklume.backends.incus_files import InstanceIO
+from anklume.backends.incus.reader import IncusReader
+from anklume.backends.incus.files import InstanceIO
 from anklume.errors import AnklumeError
 from anklume.provision.runner import RoleFailed, RoleResult, run_role
 from anklume.render.tree import render_tree

@@ -8,7 +8,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from anklume.actions.live import gpu_findings
+from anklume.units.findings import gpu_findings
 from anklume.lock.schema import GpuLocked, GpuOriginal, GpuPin
 from anklume.resolve.gpus import parse_resources
 from tests.integration.build_env import BuildEnv

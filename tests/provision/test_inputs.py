@@ -8,7 +8,8 @@ import os
 
 import pytest
 
-from anklume.actions.provision import ArtefactSources, dir_digest, find_role, provision_inputs
+from anklume.provision.artefacts import ArtefactSources
+from anklume.provision.inputs import dir_digest, find_role, provision_inputs
 from anklume.errors import AnklumeError
 from anklume.project import Project
 from tests.units.infra import make_infra
@@ -102,7 +103,7 @@ def test_artefacts_come_from_the_mirrors_first():
 
 
 def test_wheelhouse_listing_and_its_errors(tmp_path):
-    from anklume.actions.provision import wheelhouse_files
+    from anklume.provision.inputs import wheelhouse_files
 
     with pytest.raises(AnklumeError, match="is not a directory"):
         wheelhouse_files(tmp_path / "none", memo_dir=tmp_path)

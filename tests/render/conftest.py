@@ -15,7 +15,7 @@ import pytest
 from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 from pathlib import Path
 
-from anklume.lock.keys import image_key, is_gpu_machine, iter_machines, needs_ollama, needs_open_webui
+from anklume.model.needs import image_key, is_gpu_machine, iter_machines, needs_ollama, needs_open_webui
 from anklume.lock.schema import (LOCK_VERSION, GpuLocked, GpuOriginal, GpuPin, ImageLocked, ImageOriginal,
                                  ImagePin, Lock, ModelBlob, ModelLocked, ModelOriginal, ModelPin, OllamaLocked,
                                  OllamaOriginal, OllamaPin, OpenWebUILocked, OpenWebUIOriginal, OpenWebUIPin)

@@ -6,7 +6,8 @@ import socket
 
 import pytest
 
-from anklume.backends.incus import IncusReader, default_incus_endpoint
+from anklume.backends.incus.client import default_incus_endpoint
+from anklume.backends.incus.reader import IncusReader
 from anklume.errors import SourceError
 
 

@@ -250,7 +250,7 @@ def local_routes(fingerprint: str) -> dict:
 
 
 def test_local_alias_resolves_through_the_incus_api(fake_incus):
-    from anklume.backends.incus import IncusReader
+    from anklume.backends.incus.reader import IncusReader
 
     fingerprint = "ed9172a86d95ae781244acb1b3f1266bd53db415a2d95d094e86c1e4c66c1d35"
     incus = fake_incus(local_routes(fingerprint))
@@ -262,7 +262,7 @@ def test_local_alias_resolves_through_the_incus_api(fake_incus):
 
 
 def test_local_alias_missing_or_of_another_type(fake_incus):
-    from anklume.backends.incus import IncusReader
+    from anklume.backends.incus.reader import IncusReader
 
     reader = IncusReader(fake_incus(local_routes("c" * 64)).socket)
     with pytest.raises(ResolveError, match="local:nope is not an image alias"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from anklume.errors import SourceError
-from anklume.resolve.sources import (
+from anklume.sources import (
     CANONICAL_IMAGES,
     CANONICAL_OLLAMA_REGISTRY,
     CANONICAL_OLLAMA_RELEASES,

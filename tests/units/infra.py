@@ -8,7 +8,7 @@ import msgspec
 import yaml
 
 from anklume.lock.codec import infra_hash
-from anklume.lock.keys import image_key, is_gpu_machine, iter_machines
+from anklume.model.needs import image_key, is_gpu_machine, iter_machines
 from anklume.lock.schema import LOCK_VERSION, GpuLocked, GpuOriginal, GpuPin, ImageLocked, ImageOriginal, ImagePin, Lock
 from anklume.model.schema import Infra
 

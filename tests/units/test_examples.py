@@ -8,7 +8,7 @@ import pytest
 
 from anklume.lock.codec import decode_lock
 from anklume.model.load import load_infra
-from anklume.units.graph import plan_units
+from anklume.units.build import build_units
 
 REPO = Path(__file__).resolve().parents[2]
 LOCKS = sorted(p for p in (REPO / "lockfiles").glob("*.lock") if (REPO / "examples" / p.stem / "infra.yml").exists())
@@ -18,13 +18,13 @@ def graph_of(lock_path: Path):
     infra_file = REPO / "examples" / lock_path.stem / "infra.yml"
     infra = load_infra(infra_file.read_bytes(), str(infra_file))
     lock = decode_lock(lock_path.read_bytes(), str(lock_path))
-    return infra, lock, plan_units(infra, lock)
+    return infra, lock, build_units(infra, lock)
 
 
 @pytest.mark.parametrize("lock_path", LOCKS, ids=[p.stem for p in LOCKS])
 def test_example_plans(lock_path):
     infra, lock, g = graph_of(lock_path)
-    again = plan_units(infra, lock)
+    again = build_units(infra, lock)
     assert [(u.uid, u.key) for u in g] == [(u.uid, u.key) for u in again]
     instances = [u for u in g if u.kind == "instance"]
     assert len(instances) == sum(len(d.machines or {}) for d in infra.domains.values())

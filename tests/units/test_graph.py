@@ -9,7 +9,8 @@ import pytest
 
 from anklume.errors import StaleLock
 from anklume.lock.schema import GpuLocked
-from anklume.units.graph import GraphError, build_graph, plan_units, topological
+from anklume.units.build import build_units
+from anklume.units.graph import GraphError, build_graph, topological
 from anklume.units.key import KEY_SCHEME, unit_key
 from anklume.units.unit import Unit
 from tests.units.infra import FP_A, FP_B, make_infra, make_lock, two_domains, with_fingerprint
@@ -37,7 +38,7 @@ GPU_DOC = {
 
 def graph_of(doc, **kw):
     infra = make_infra(doc)
-    return plan_units(infra, make_lock(infra, **kw))
+    return build_units(infra, make_lock(infra, **kw))
 
 
 def test_units_and_order():
@@ -105,13 +106,13 @@ def test_vm_and_missing_pins():
     doc["domains"]["beta"]["machines"]["beta-app"]["type"] = "vm"
     infra = make_infra(doc)
     lock = make_lock(infra)
-    assert plan_units(infra, lock)["instance:beta-app"].spec["type"] == "virtual-machine"
+    assert build_units(infra, lock)["instance:beta-app"].spec["type"] == "virtual-machine"
     images = {k: v for k, v in lock.images.items() if "virtual-machine" not in k}
     with pytest.raises(StaleLock, match="not pinned"):
-        plan_units(infra, msgspec.structs.replace(lock, images=images))
+        build_units(infra, msgspec.structs.replace(lock, images=images))
     with pytest.raises(StaleLock, match="GPU"):
         gi = make_infra(GPU_DOC)
-        plan_units(gi, msgspec.structs.replace(make_lock(gi), gpus={}))
+        build_units(gi, msgspec.structs.replace(make_lock(gi), gpus={}))
 
 
 def test_undeclared_profile_is_an_error():
@@ -150,8 +151,8 @@ def test_one_config_change_changes_one_key():
 def test_image_pin_change_changes_only_that_instance_and_its_identity():
     infra = make_infra(two_domains())
     lock = make_lock(infra)
-    g1 = plan_units(infra, lock)
-    g2 = plan_units(infra, with_fingerprint(lock, "local:busybox", FP_B))
+    g1 = build_units(infra, lock)
+    g2 = build_units(infra, with_fingerprint(lock, "local:busybox", FP_B))
     changed = {u.uid for u in g1 if u.key != g2[u.uid].key}
     assert changed == {"instance:alpha-web", "instance:alpha-db", "instance:beta-app"}
     assert g2["instance:alpha-web"].identity["fingerprint"] == FP_B

@@ -7,9 +7,9 @@ import json
 
 from rich.console import Console
 
-from anklume.actions.apply import do_graph
-from anklume.backends.incus_apply import IncusBackend
-from anklume.units.graph import plan_units
+from anklume.actions.explain import graph_of
+from anklume.backends.incus import IncusBackend
+from anklume.units.build import build_units
 from anklume.units.key import short
 from tests.units.infra import make_infra, make_lock, two_domains
 
@@ -18,8 +18,8 @@ def run(**kw):
     infra = make_infra(two_domains())
     lock = make_lock(infra)
     buf = io.StringIO()
-    assert do_graph(None, infra, lock, console=Console(file=buf, width=300), **kw) == 0
-    return buf.getvalue(), plan_units(infra, lock)
+    assert graph_of(None, infra, lock, console=Console(file=buf, width=300), **kw) == 0
+    return buf.getvalue(), build_units(infra, lock)
 
 
 def test_text():
@@ -47,9 +47,9 @@ def test_json():
 def test_image_sources():
     infra = make_infra(two_domains(image="images:debian/13"))
     lock = make_lock(infra, server="https://images.linuxcontainers.org")
-    unit = plan_units(infra, lock)["instance:beta-app"]
+    unit = build_units(infra, lock)["instance:beta-app"]
     backend = IncusBackend("/nonexistent.socket")  # nothing is contacted
-    assert backend._source(unit) == {"type": "image", "mode": "pull", "server": "https://images.linuxcontainers.org",
+    assert backend.instances.source(unit) == {"type": "image", "mode": "pull", "server": "https://images.linuxcontainers.org",
                                      "protocol": "simplestreams", "fingerprint": unit.spec["image"]["fingerprint"]}
-    local = plan_units(make_infra(two_domains()), make_lock(make_infra(two_domains())))["instance:beta-app"]
-    assert backend._source(local) == {"type": "image", "fingerprint": local.spec["image"]["fingerprint"]}
+    local = build_units(make_infra(two_domains()), make_lock(make_infra(two_domains())))["instance:beta-app"]
+    assert backend.instances.source(local) == {"type": "image", "fingerprint": local.spec["image"]["fingerprint"]}

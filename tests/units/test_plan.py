@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import msgspec
 
-from anklume.units.graph import plan_units
-from anklume.units.plan import LiveObject, diff_specs, plan_changes
+from anklume.units.build import build_units
+from anklume.units.plan import diff_specs, plan_changes
+from anklume.units.unit import LiveObject
 from anklume.units.unit import MANAGED_KEY, UNIT_KEY
 from tests.units.infra import FP_A, FP_B, make_infra, make_lock, two_domains, with_fingerprint
 
@@ -31,7 +32,7 @@ def live_of(graph, *, status="Running", fingerprint=FP_A) -> dict[str, LiveObjec
 def setup(doc=None):
     infra = make_infra(doc or two_domains())
     lock = make_lock(infra)
-    return infra, lock, plan_units(infra, lock)
+    return infra, lock, build_units(infra, lock)
 
 
 def actions(plan):
@@ -82,7 +83,7 @@ def test_stopped_instance_is_started():
 def test_new_image_pin_replaces_and_protection_blocks_without_replace():
     infra, lock, g1 = setup()
     live = live_of(g1)
-    g2 = plan_units(infra, with_fingerprint(lock, "local:busybox", FP_B))
+    g2 = build_units(infra, with_fingerprint(lock, "local:busybox", FP_B))
     plan = plan_changes(g2, live)
     assert actions(plan) == {"instance:alpha-web": "replace", "instance:alpha-db": "replace",
                              "instance:beta-app": "replace"}

@@ -13,9 +13,9 @@ from anklume.lock.schema import (
     OllamaOriginal,
     OllamaPin,
 )
-from anklume.units.graph import plan_units
-from anklume.units.plan import LiveObject
-from anklume.units.provision import provision_live, record_key
+from anklume.units.build import build_units
+from anklume.units.unit import LiveObject
+from anklume.units.inside import inside_live, record_key
 from tests.units.infra import FP_B, make_infra, make_lock
 
 DOC = {
@@ -54,7 +54,7 @@ def keys(graph) -> dict[str, str]:
 
 def test_units_inside_instances_and_their_order():
     infra, lock = setup()
-    graph = plan_units(infra, lock, ROLES)
+    graph = build_units(infra, lock, ROLES)
     inside = [u.uid for u in graph if u.kind in ("ollama", "model", "wheel", "role")]
     assert set(inside) == {"ollama:ai-llm/ollama", "model:ai-llm/tiny:1", "model:ai-llm/x/y:2",
                            "role:ai-llm/base_system", "role:ai-llm/ollama_server", "role:ai-web/base_system"}
@@ -65,59 +65,59 @@ def test_units_inside_instances_and_their_order():
     assert graph["model:ai-llm/tiny:1"].spec["manifest"] == \
         "/root/.ollama/models/manifests/registry.ollama.ai/library/tiny/1"
     # no provision inputs: the Incus layer alone (as before)
-    assert not [u for u in plan_units(infra, lock) if u.kind == "role"]
+    assert not [u for u in build_units(infra, lock) if u.kind == "role"]
 
 
 def test_a_model_pin_changes_that_model_unit_only():
     infra, lock = setup()
-    before = keys(plan_units(infra, lock, ROLES))
+    before = keys(build_units(infra, lock, ROLES))
     models = dict(lock.models)
     models["tiny:1"] = _model("sha256:" + "c" * 64)
-    after = keys(plan_units(infra, msgspec.structs.replace(lock, models=models), ROLES))
+    after = keys(build_units(infra, msgspec.structs.replace(lock, models=models), ROLES))
     assert {u for u in before if before[u] != after[u]} == {"model:ai-llm/tiny:1"}
 
 
 def test_a_new_ollama_release_re_runs_ollama_server():
     infra, lock = setup()
-    before = keys(plan_units(infra, lock, ROLES))
+    before = keys(build_units(infra, lock, ROLES))
     ollama = msgspec.structs.replace(lock.ollama, locked=msgspec.structs.replace(lock.ollama.locked, sha256="3" * 64))
-    after = keys(plan_units(infra, msgspec.structs.replace(lock, ollama=ollama), ROLES))
+    after = keys(build_units(infra, msgspec.structs.replace(lock, ollama=ollama), ROLES))
     assert {u for u in before if before[u] != after[u]} == {"ollama:ai-llm/ollama", "role:ai-llm/ollama_server"}
 
 
 def test_a_new_image_re_runs_everything_inside_the_instance():
     infra, lock = setup()
-    before = keys(plan_units(infra, lock, ROLES))
+    before = keys(build_units(infra, lock, ROLES))
     pin = lock.images["local:debian"]
     images = {"local:debian": msgspec.structs.replace(pin, locked=msgspec.structs.replace(pin.locked,
                                                                                            fingerprint=FP_B))}
-    after = keys(plan_units(infra, msgspec.structs.replace(lock, images=images), ROLES))
+    after = keys(build_units(infra, msgspec.structs.replace(lock, images=images), ROLES))
     changed = {u for u in before if before[u] != after[u]}
     assert {u for u in before if u.split(":")[0] in ("ollama", "model", "role")} <= changed
 
 
 def test_role_files_and_host_vars_re_run_their_roles_only():
     infra, lock = setup()
-    before = keys(plan_units(infra, lock, ROLES))
+    before = keys(build_units(infra, lock, ROLES))
     edited = {"role_digests": {**ROLES["role_digests"], "base_system": "blake3:r9"},
               "vars_digests": ROLES["vars_digests"]}
-    after = keys(plan_units(infra, lock, edited))
+    after = keys(build_units(infra, lock, edited))
     assert {u for u in before if before[u] != after[u]} == {"role:ai-llm/base_system", "role:ai-web/base_system"}
     edited = {"role_digests": ROLES["role_digests"], "vars_digests": {**ROLES["vars_digests"], "ai-web": "blake3:v9"}}
-    after = keys(plan_units(infra, lock, edited))
+    after = keys(build_units(infra, lock, edited))
     assert {u for u in before if before[u] != after[u]} == {"role:ai-web/base_system"}
 
 
 def test_records_live_on_the_instance():
     infra, lock = setup()
-    graph = plan_units(infra, lock, ROLES)
+    graph = build_units(infra, lock, ROLES)
     unit = graph["model:ai-llm/x/y:2"]
     key = record_key(unit.kind, unit.name)
     assert key.startswith("user.anklume.unit.model.x-y-2-") and all(c.isalnum() or c in "._-" for c in key)
     assert record_key("model", "m/x_y:2") != record_key("model", "m/x-y:2")
     inst = LiveObject(kind="instance", name="ai-llm", project="ai", object="ai-llm", config={key: unit.key})
-    live = provision_live([u for u in graph if u.kind == "model"], {"ai-llm": inst})
+    live = inside_live([u for u in graph if u.kind == "model"], {"ai-llm": inst})
     assert set(live) == {unit.uid} and live[unit.uid].key == unit.key
     # an instance in another project is not this machine's
     other = msgspec.structs.replace(inst, project="elsewhere")
-    assert provision_live([unit], {"ai-llm": other}) == {}
+    assert inside_live([unit], {"ai-llm": other}) == {}

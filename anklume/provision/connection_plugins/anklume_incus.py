@@ -86,15 +86,15 @@ class Connection(ConnectionBase):
 
     def _connect(self):
         if self._io is None:
-            from anklume.backends.incus import IncusReader
-            from anklume.backends.incus_files import InstanceIO
+            from anklume.backends.incus.client import IncusClient
+            from anklume.backends.incus.files import InstanceIO
             from anklume.errors import AnklumeError
 
             instance = self.get_option("instance") or self._play_context.remote_addr
             project = self.get_option("project") or "default"
             endpoint = self.get_option("incus_endpoint") or None
             try:
-                self._io = InstanceIO(IncusReader(endpoint, timeout=30), project, instance)
+                self._io = InstanceIO(IncusClient(endpoint, timeout=30), project, instance)
             except AnklumeError as err:
                 raise AnsibleConnectionFailure(_message(err)) from None
             display.vvv(f"ANKLUME_INCUS: instance {instance} in project {project} at "

@@ -40,15 +40,13 @@ from typing import Any
 import blake3
 
 from anklume.errors import StaleLock
-from anklume.lock.keys import INSTANCE_TYPES, iter_machines, needs_ollama
 from anklume.lock.schema import Lock
 from anklume.model.names import parse_model_ref
+from anklume.model.needs import INSTANCE_TYPES, OLLAMA_ROLE, OPEN_WEBUI_ROLE, iter_machines, needs_ollama
 from anklume.model.schema import Infra, Machine
-from anklume.units.plan import LiveObject
-from anklume.units.unit import MANAGED_KEY, UNIT_KEY, Unit, uid_of
+from anklume.units.graph import Graph
+from anklume.units.unit import MANAGED_KEY, UNIT_KEY, LiveObject, Unit, uid_of
 
-OLLAMA_ROLE = "ollama_server"
-OPEN_WEBUI_ROLE = "open_webui"
 DEFAULT_MODELS_DIR = "/root/.ollama/models"
 OLLAMA_PREFIX = "/usr/local"
 WHEEL_DIR = "/var/cache/anklume/wheels"
@@ -56,7 +54,7 @@ WHEEL_DIR = "/var/cache/anklume/wheels"
 RELEASE_MARKER = ".anklume-release"
 #: Prefix of the instance config keys that record the keys of the units placed in it.
 RECORD_PREFIX = "user.anklume.unit."
-PROVISION_KINDS = ("ollama", "model", "wheel", "role")
+INSIDE_KINDS = ("ollama", "model", "wheel", "role")
 #: The kinds that place files (read back by ``verify --live`` and before each build).
 ARTEFACT_KINDS = ("ollama", "model", "wheel")
 
@@ -89,7 +87,7 @@ def models_dir(machine: Machine) -> str:
     return str(value).rstrip("/") if value else DEFAULT_MODELS_DIR
 
 
-def plan_provision(infra: Infra, lock: Lock, *, role_digests: Mapping[str, str],
+def inside_units(infra: Infra, lock: Lock, *, role_digests: Mapping[str, str],
                    vars_digests: Mapping[str, str], instance_images: Mapping[str, str],
                    wheelhouses: Mapping[str, list[list[Any]]] | None = None) -> list[Unit]:
     """The units inside instances.
@@ -156,7 +154,7 @@ def plan_provision(infra: Infra, lock: Lock, *, role_digests: Mapping[str, str],
     return units
 
 
-def provision_live(units: list[Unit], instances: Mapping[str, LiveObject]) -> dict[str, LiveObject]:
+def inside_live(units: list[Unit], instances: Mapping[str, LiveObject]) -> dict[str, LiveObject]:
     """The live view of the units inside instances: for each unit whose instance carries its
     record, a live object with the recorded key (``instances``: machine -> its instance's
     live object, or absent)."""
@@ -169,4 +167,15 @@ def provision_live(units: list[Unit], instances: Mapping[str, LiveObject]) -> di
         if recorded:
             out[unit.uid] = LiveObject(kind=unit.kind, name=unit.name, project=unit.project, object=unit.object,
                                        config={MANAGED_KEY: "true", UNIT_KEY: recorded})
+    return out
+
+
+def with_inside(graph: Graph, live: Mapping[str, LiveObject]) -> dict[str, LiveObject]:
+    """``live`` (the Incus objects) plus the units inside instances, as their instances'
+    records say."""
+    inside = [u for u in graph if u.kind in INSIDE_KINDS]
+    out = {uid: o for uid, o in live.items() if o.kind not in INSIDE_KINDS}
+    if inside:
+        instances = {u.object: out[f"instance:{u.object}"] for u in inside if f"instance:{u.object}" in out}
+        out.update(inside_live(inside, instances))
     return out

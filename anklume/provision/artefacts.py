@@ -13,7 +13,7 @@
   anklume's own Incus connection plugin.
 
 Each unit's key is recorded on its instance (``user.anklume.unit.*``) only after it applied.
-:func:`check_artefacts` reads back what was placed: sizes and markers by default (one exec per
+:func:`anklume.provision.readback.check_artefacts` reads back what was placed: sizes and markers by default (one exec per
 instance), every byte re-hashed with ``deep=True``; ``build`` repairs what it finds.
 """
 
@@ -22,26 +22,27 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import blake3
 import msgspec
 
-from anklume.actions.live import Finding
+from anklume.backends.base import Backend, InstanceFiles
 from anklume.errors import AnklumeError
 from anklume.lock.schema import Lock
 from anklume.model.names import parse_model_ref
+from anklume.model.needs import iter_machines
 from anklume.model.schema import Infra
 from anklume.project import Project
-from anklume.render.write import TreeChanges
-from anklume.fsio import atomic_write, default_cache_dir
-from anklume.units.provision import ARTEFACT_KINDS, OPEN_WEBUI_ROLE, RELEASE_MARKER, WHEEL_DIR, blob_path, record_key
+from anklume.provision.inputs import roles_path, wheelhouse_dir
+from anklume.provision.runner import run_role
+from anklume.sources import (CANONICAL_OLLAMA_RELEASES, CANONICAL_PYPI, CANONICAL_PYPI_FILES,
+                                     OLLAMA_REGISTRY_HOST, effective_sources)
+from anklume.store import ArtefactStore, hash_file
+from anklume.units.inside import RELEASE_MARKER, WHEEL_DIR, blob_path, record_key
 from anklume.units.unit import Unit
 
-SHIPPED_ROLES = Path(__file__).resolve().parents[1] / "provision" / "roles"
 STAGING = "/var/cache/anklume"
 #: Transfers from this size on report their progress.
 PROGRESS_MIN = 64 << 20
@@ -49,141 +50,6 @@ PROGRESS_MIN = 64 << 20
 
 class ProvisionError(AnklumeError):
     """An artefact could not be placed, or a role failed."""
-
-
-# -- inputs of the role units (files on disk) -------------------------------------------------------
-
-
-def roles_path(project: Project) -> list[Path]:
-    """Where roles are found, highest precedence first: ``roles/`` beside infra.yml, then anklume's."""
-    return [project.root / "roles", SHIPPED_ROLES]
-
-
-def find_role(project: Project, role: str) -> Path:
-    for base in roles_path(project):
-        if (base / role).is_dir():
-            return base / role
-    shipped = sorted(p.name for p in SHIPPED_ROLES.iterdir() if p.is_dir()) if SHIPPED_ROLES.is_dir() else []
-    raise AnklumeError(f"role {role} not found: neither {project.root / 'roles' / role} nor a role anklume ships",
-                       f"anklume ships {', '.join(shipped)}; put your own roles in {project.root / 'roles'}/")
-
-
-def dir_digest(root: Path) -> str:
-    """blake3 over every file below ``root``: relative path, mode bit x, bytes (sorted)."""
-    h = blake3.blake3(b"anklume-role-files-v1\0")
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
-        rel = path.relative_to(root).as_posix()
-        h.update(rel.encode() + b"\0" + (b"x" if os.access(path, os.X_OK) else b"-") + b"\0")
-        data = path.read_bytes()
-        h.update(len(data).to_bytes(8, "little") + data)
-    return "blake3:" + h.hexdigest()
-
-
-def host_var_files(dname: str, mname: str) -> list[str]:
-    return ["group_vars/all.yml", f"group_vars/{dname}.yml", f"inventory/{dname}.yml", f"host_vars/{mname}.yml"]
-
-
-#: Host variables the controller acts on itself (each model unit has its own key): they do not
-#: re-run the roles.
-CONTROLLER_VARS = ("ollama_models",)
-
-
-def wheelhouse_dir(project: Project, machine) -> Path | None:  # noqa: ANN001 - a model Machine
-    """The controller directory of a machine's wheelhouse (``vars.open_webui_wheelhouse_src``,
-    relative to infra.yml's directory), or None."""
-    value = (machine.vars or {}).get("open_webui_wheelhouse_src")
-    return (project.root / str(value)).resolve() if value else None
-
-
-def wheelhouse_files(folder: Path, memo_dir: Path | None = None) -> list[list[Any]]:
-    """[filename, sha256, size] of each ``*.whl`` in ``folder`` (sorted); sha256 memoised by
-    (path, size, mtime) so an unchanged wheelhouse is not re-hashed on every build."""
-    import json
-
-    if not folder.is_dir():
-        raise AnklumeError(f"wheelhouse {folder} is not a directory",
-                           "set vars.open_webui_wheelhouse_src to a directory of wheels (`pip download -d DIR ...`)")
-    memo_path = (memo_dir or default_cache_dir(os.environ)) / "wheelhouse-sha256.json"
-    try:
-        memo = json.loads(memo_path.read_text())
-    except (OSError, ValueError):
-        memo = {}
-    out, changed = [], False
-    for path in sorted(folder.glob("*.whl")):
-        if not path.is_file():
-            continue
-        st = path.stat()
-        mark = f"{path}\0{st.st_size}\0{st.st_mtime_ns}"
-        digest = memo.get(mark)
-        if digest is None:
-            from anklume.store import hash_file
-
-            digest = hash_file(path)[0].hexdigest()
-            memo[mark], changed = digest, True
-        out.append([path.name, digest, st.st_size])
-    if not out:
-        raise AnklumeError(f"wheelhouse {folder} holds no wheel (*.whl)",
-                           "fill it with `pip download -d DIR open-webui==<version>`, or remove "
-                           "vars.open_webui_wheelhouse_src")
-    if changed:
-        try:
-            atomic_write(memo_path, json.dumps(memo, sort_keys=True).encode())
-        except OSError:
-            pass
-    return out
-
-
-def provision_inputs(project: Project, infra: Infra, tree: TreeChanges | None = None) -> dict[str, Any]:
-    """The keyword inputs of :func:`anklume.units.provision.plan_provision` that live on disk:
-    the digests of the roles machines list, and of the variables each provisioned host gets from
-    the tree's files (as ``tree`` is about to write them, else as they are on disk; user sections
-    included, comments and layout not) less :data:`CONTROLLER_VARS`."""
-    import yaml
-
-    from anklume.lock.keys import iter_machines
-    from anklume.units.key import canonical
-
-    planned = {c.path: c.new for c in tree.changed} if tree is not None else {}
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    parsed: dict[str, Any] = {}
-
-    def values(rel: str) -> Any:
-        if rel not in parsed:
-            if rel in planned:
-                text = planned[rel]
-            else:
-                try:
-                    text = (project.root / rel).read_text(encoding="utf-8")
-                except FileNotFoundError:
-                    text = ""
-            try:
-                parsed[rel] = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
-            except yaml.YAMLError as err:
-                raise AnklumeError(f"{project.root / rel}: not valid YAML: {err}",
-                                   "fix the part below the managed section (your own variables)") from None
-        return parsed[rel]
-
-    role_digests: dict[str, str] = {}
-    vars_digests: dict[str, str] = {}
-    wheelhouses: dict[str, list[list[Any]]] = {}
-    for dname, _domain, mname, machine in iter_machines(infra):
-        if not machine.roles:
-            continue
-        folder = wheelhouse_dir(project, machine)
-        if folder is not None and OPEN_WEBUI_ROLE in machine.roles:
-            wheelhouses[mname] = wheelhouse_files(folder)
-        for role in machine.roles:
-            if role not in role_digests:
-                role_digests[role] = dir_digest(find_role(project, role))
-        files = {rel: values(rel) for rel in host_var_files(dname, mname)}
-        host = files[f"host_vars/{mname}.yml"]
-        if isinstance(host, dict):
-            files[f"host_vars/{mname}.yml"] = {k: v for k, v in host.items() if k not in CONTROLLER_VARS}
-        vars_digests[mname] = "blake3:" + blake3.blake3(b"anklume-host-vars-v1\0" + canonical(files)).hexdigest()
-    return {"role_digests": role_digests, "vars_digests": vars_digests, "wheelhouses": wheelhouses}
-
-
-# -- where artefacts come from ----------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -196,22 +62,16 @@ class ArtefactSources:
 
     @classmethod
     def of(cls, infra: Infra) -> ArtefactSources:
-        from anklume.resolve.sources import effective_sources
-
         s = effective_sources(msgspec.structs.asdict(infra.global_.sources), os.environ)
         return cls(ollama_releases=s.ollama_releases, ollama_registry=s.ollama_registry, pypi=s.pypi)
 
     def release_urls(self, url: str) -> list[str]:
-        from anklume.resolve.sources import CANONICAL_OLLAMA_RELEASES
-
         urls = []
         if self.ollama_releases != CANONICAL_OLLAMA_RELEASES and url.startswith(CANONICAL_OLLAMA_RELEASES):
             urls.append(self.ollama_releases + url[len(CANONICAL_OLLAMA_RELEASES):])
         return urls + [url]
 
     def blob_urls(self, model: str, digest: str) -> list[str]:
-        from anklume.resolve.sources import OLLAMA_REGISTRY_HOST
-
         name = parse_model_ref(model)
         path = f"/v2/{name.namespace}/{name.model}/blobs/{digest}"
         canonical = f"{name.scheme}://{name.host}{path}"
@@ -221,29 +81,20 @@ class ArtefactSources:
 
     def wheel_urls(self, url: str) -> list[str]:
         """A PyPI mirror serves files under PyPI's storage path (``<base>/packages/...``)."""
-        from anklume.resolve.sources import CANONICAL_PYPI, CANONICAL_PYPI_FILES
-
         if self.pypi and self.pypi != CANONICAL_PYPI and url.startswith(CANONICAL_PYPI_FILES + "/"):
             return [self.pypi + "/packages" + url[len(CANONICAL_PYPI_FILES):], url]
         return [url]
 
 
-# -- applying --------------------------------------------------------------------------------------
-
-
 class Provisioner:
     """Applies the units inside instances; thread-safe (one instance config write at a time)."""
 
-    def __init__(self, backend, project: Project, infra: Infra, lock: Lock, *, sources: ArtefactSources, store=None,
+    def __init__(self, backend: Backend, project: Project, infra: Infra, lock: Lock, *, sources: ArtefactSources, store=None,
                  endpoint: str | None = None, work_dir: Path | None = None,
                  on_event: Callable[[str], None] | None = None):
-        from anklume.store import ArtefactStore
-
         self.backend = backend
         self.project = project
         self.lock = lock
-        from anklume.lock.keys import iter_machines
-
         self.wheelhouses: dict[str, Path] = {  # machine -> its wheelhouse directory on the controller
             m: folder for _d, _dom, m, machine in iter_machines(infra)
             if (folder := wheelhouse_dir(project, machine)) is not None}
@@ -255,10 +106,8 @@ class Provisioner:
         self._record_lock = threading.Lock()
         self.transferred: dict[str, int] = {}  # uid -> bytes pushed (for reports and tests)
 
-    def io(self, unit: Unit):
-        from anklume.backends.incus_files import InstanceIO
-
-        return InstanceIO(self.backend, unit.project, unit.object)
+    def io(self, unit: Unit) -> InstanceFiles:
+        return self.backend.instance_io(unit.project, unit.object)
 
     def apply(self, unit: Unit) -> None:
         getattr(self, f"_apply_{unit.kind}")(unit)
@@ -266,8 +115,7 @@ class Provisioner:
 
     def record(self, unit: Unit) -> None:
         with self._record_lock:
-            self.backend.request("patch", f"instances/{unit.object}", params={"project": unit.project},
-                                 body={"config": {record_key(unit.kind, unit.name): unit.key}})
+            self.backend.record(unit.project, unit.object, {record_key(unit.kind, unit.name): unit.key})
 
     def _event(self, text: str) -> None:
         if self.on_event is not None:
@@ -309,8 +157,6 @@ class Provisioner:
                 return
             io.exec(["rm", "-f", tmp], check=False)
             if local is not None:
-                from anklume.store import hash_file
-
                 now = hash_file(local)[0].hexdigest()
                 raise ProvisionError(f"{unit.object}: {what} "
                                      + ("arrived altered in the instance" if now == want else f"changed on the "
@@ -403,88 +249,7 @@ class Provisioner:
         return [p for p, (d, _s) in files.items() if there.get(p) != d.removeprefix("sha256:")]
 
     def _apply_role(self, unit: Unit) -> None:
-        from anklume.provision.runner import run_role
-
         machine, role = unit.name.split("/", 1)
         run_role(tree_root=self.project.root, domain=unit.project, machine=machine, role=role,
                  roles_path=[p for p in roles_path(self.project) if p.is_dir()], endpoint=self.endpoint,
                  work_dir=self.work_dir, on_event=(lambda text: self._event(f"{machine} {role}: {text}")))
-
-
-# -- reading back what was placed ----------------------------------------------------------------------
-
-
-def release_members(tarball: Path) -> list[tuple[str, int, str]]:
-    """(path, size, sha256) of each regular file of a ``.tgz`` release (the deep check of an
-    unpacked release; ``.tar.zst`` needs a zstd module Python 3.11 lacks: only its marker is checked)."""
-    import tarfile
-
-    out = []
-    with tarfile.open(tarball, "r:gz") as tar:
-        for member in tar:
-            if member.isfile():
-                f = tar.extractfile(member)
-                assert f is not None
-                h = hashlib.sha256()
-                while chunk := f.read(4 << 20):
-                    h.update(chunk)
-                out.append((member.name.removeprefix("./"), member.size, h.hexdigest()))
-    return out
-
-
-def expected_files(unit: Unit, lock: Lock, *, store=None) -> list[tuple[str, int | None, str | None]]:
-    """(path, size or None, sha256 hex or None) of what ``unit`` placed in its instance; with the
-    local ``store`` holding an Ollama release, every file unpacked from it."""
-    spec = unit.spec
-    if unit.kind == "model":
-        pin = lock.models[unit.name.split("/", 1)[1]]
-        files = [(blob_path(spec["models_dir"], d), size, d.removeprefix("sha256:")) for d, size in spec["blobs"]]
-        manifest = pin.locked.manifest.encode()
-        files.append((spec["manifest"], len(manifest), pin.locked.digest.removeprefix("sha256:")))
-        return files
-    if unit.kind == "ollama":
-        marker = (spec["sha256"] + "\n").encode()
-        files = [(f"{spec['prefix']}/lib/ollama/{RELEASE_MARKER}", len(marker), hashlib.sha256(marker).hexdigest())]
-        if store is not None and spec["asset"].endswith(".tgz") and store.has(spec["sha256"]):
-            return files + [(f"{spec['prefix']}/{name}", size, digest)
-                            for name, size, digest in release_members(store.path(spec["sha256"]))]
-        return files + [(f"{spec['prefix']}/bin/ollama", None, None)]
-    if unit.kind == "wheel":
-        return [(spec["path"], spec["size"], spec["sha256"])] + [
-            (f"{WHEEL_DIR}/{name}", size, digest) for name, digest, size in spec["wheelhouse"]]
-    return []
-
-
-def check_artefacts(backend, units: Iterable[Unit], lock: Lock, *, deep: bool = False) -> list[Finding]:
-    """What placed artefacts look like now, against the lock: one or two execs per instance.
-    Quick: presence, sizes and the release marker; ``deep``: every byte re-hashed, the files
-    unpacked from an Ollama release included (read from the local store)."""
-    from anklume.backends.incus_files import InstanceIO, InstanceIOError
-    from anklume.store import ArtefactStore
-
-    by_instance: dict[tuple[str, str], list[Unit]] = {}
-    for unit in units:
-        if unit.kind in ARTEFACT_KINDS:
-            by_instance.setdefault((unit.project, unit.object), []).append(unit)
-    store = ArtefactStore() if deep and by_instance else None
-    found: list[Finding] = []
-    for (project, instance), placed in sorted(by_instance.items()):
-        io = InstanceIO(backend, project, instance)
-        wanted = [(u, f) for u in placed for f in expected_files(u, lock, store=store)]
-        try:
-            sizes = io.sizes([f[0] for _u, f in wanted])
-            hashed = io.sha256([f[0] for _u, f in wanted if f[2] is not None and sizes.get(f[0]) == f[1]]) \
-                if deep else {}
-        except InstanceIOError as err:
-            found.extend(Finding(u.uid, "(instance)", "readable", err.message) for u in placed)
-            continue
-        for unit, (path, size, digest) in wanted:
-            actual = sizes.get(path)
-            if actual is None:
-                found.append(Finding(unit.uid, path, "present", "missing"))
-            elif size is not None and actual != size:
-                found.append(Finding(unit.uid, path, f"{size} bytes", f"{actual} bytes"))
-            elif deep and digest is not None and hashed.get(path) != digest:
-                found.append(Finding(unit.uid, path, f"sha256 {digest}", f"sha256 {hashed.get(path)}"))
-    return found
-

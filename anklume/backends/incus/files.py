@@ -27,7 +27,8 @@ import pylxd
 import requests
 from pylxd import exceptions as lxd_errors
 
-from anklume.backends.incus import INCUS_HINT, _reason
+from anklume.backends.incus.client import INCUS_HINT, IncusClient
+from anklume.backends.incus.client import reason as _reason
 from anklume.errors import AnklumeError
 
 #: Bytes per read and per socket send when streaming a file (tuned with bench/transfer.py).
@@ -77,16 +78,13 @@ for p do
 done
 """
 
-
 class ExecResult(NamedTuple):
     rc: int
     stdout: bytes
     stderr: bytes
 
-
 class InstanceIOError(AnklumeError):
     """A request about one instance failed; the message names the instance and Incus's text."""
-
 
 class ExecFailed(InstanceIOError):
     """A command exited non-zero (``check=True``)."""
@@ -95,30 +93,31 @@ class ExecFailed(InstanceIOError):
         super().__init__(message)
         self.result = result
 
-
 class InstanceIO:
     """Exec and files in ``project``/``instance``.
 
-    ``backend_or_client`` is an ``IncusReader``/``IncusBackend`` (its ``_connect()`` gives the
-    pylxd client, per thread for a backend) or a ``pylxd.Client``.
+    ``source`` is an :class:`~anklume.backends.incus.client.IncusClient` (one pylxd client per
+    thread), anything that holds one as ``.client`` (the reader, the backend), or a
+    ``pylxd.Client``.
     """
 
-    def __init__(self, backend_or_client: Any, project: str, instance: str, *,
+    def __init__(self, source: Any, project: str, instance: str, *,
                  request_timeout: float = REQUEST_TIMEOUT, chunk: int = CHUNK):
-        if not isinstance(instance, str) or not _INSTANCE_RE.match(instance):
+        if not isinstance(instance, str) or not _INSTANCE_RE.fullmatch(instance):
             raise InstanceIOError(f"invalid instance name {instance!r}",
                                   "letters, digits and '-', at most 63, not starting or ending with '-'")
-        if not isinstance(project, str) or not _PROJECT_RE.match(project):
+        if not isinstance(project, str) or not _PROJECT_RE.fullmatch(project):
             raise InstanceIOError(f"invalid Incus project name {project!r}")
-        if isinstance(backend_or_client, pylxd.Client):
-            client = backend_or_client
+        source = getattr(source, "client", source)
+        if isinstance(source, pylxd.Client):
+            client = source
             self._get_client: Callable[[], pylxd.Client] = lambda: client
             self.endpoint = _endpoint_of(client)
-        elif hasattr(backend_or_client, "_connect"):
-            self._get_client = backend_or_client._connect
-            self.endpoint = getattr(backend_or_client, "endpoint", "Incus")
+        elif isinstance(source, IncusClient):
+            self._get_client = source.pylxd
+            self.endpoint = source.endpoint
         else:
-            raise TypeError("InstanceIO needs an IncusReader/IncusBackend or a pylxd.Client")
+            raise TypeError("InstanceIO needs an IncusClient (or something holding one) or a pylxd.Client")
         self.project = project
         self.instance = instance
         self.request_timeout = request_timeout
@@ -406,9 +405,7 @@ class InstanceIO:
             raise InstanceIOError(f"{self.where}: {name}: {detail}")
         return lines
 
-
 # -- streamed request bodies --------------------------------------------------------------------------
-
 
 class _ChunkedBody:
     """An iterable request body of unknown length (sent chunked): requests iterates it and
@@ -432,7 +429,6 @@ class _ChunkedBody:
             if self.progress is not None:
                 self.progress(self.sent)
 
-
 class _Body(_ChunkedBody):
     """The same with a known length (sent with Content-Length)."""
 
@@ -443,7 +439,6 @@ class _Body(_ChunkedBody):
     def __len__(self) -> int:
         assert self.limit is not None
         return self.limit
-
 
 def _remaining(stream: BinaryIO) -> int | None:
     """Bytes left in a seekable file object, None when unknown."""
@@ -457,9 +452,7 @@ def _remaining(stream: BinaryIO) -> int | None:
         pass
     return None
 
-
 # -- helpers ------------------------------------------------------------------------------------------
-
 
 def _check_path(path: str, where: str) -> str:
     if not isinstance(path, str) or not path.startswith("/") or "\x00" in path:
@@ -468,7 +461,6 @@ def _check_path(path: str, where: str) -> str:
     if ".." in parts:
         raise InstanceIOError(f"{where}: {path!r}: '..' is not allowed in a path")
     return "/" + "/".join(parts)
-
 
 def _api_text(err: lxd_errors.LXDAPIException) -> str:
     """Incus's own error text of a refused request."""
@@ -481,7 +473,6 @@ def _api_text(err: lxd_errors.LXDAPIException) -> str:
         text = (response.text or "").strip()[:300] or f"HTTP {response.status_code}"
     return str(text or err)
 
-
 def _endpoint_of(client: pylxd.Client) -> str:
     endpoint = getattr(client.api, "_api_endpoint", "")
     if endpoint.startswith("http+unix://"):
@@ -490,11 +481,9 @@ def _endpoint_of(client: pylxd.Client) -> str:
         return unquote(endpoint.split("://", 1)[1].split("/", 1)[0])
     return endpoint.removesuffix("/1.0") or "Incus"
 
-
 def _tail(data: bytes, lines: int = 5, chars: int = 800) -> str:
     text = data.decode("utf-8", "replace").strip()
     return "\n".join(text.splitlines()[-lines:])[-chars:]
-
 
 def _show(argv: Sequence[str]) -> str:
     shown = " ".join(argv)

@@ -86,3 +86,11 @@ def validated_source(field: str, value: str, origin: str) -> str:
     if not ok:
         raise SourceError(f"{origin}: {value!r} is not {expected}", source_hint(field))
     return value
+
+
+def incus_endpoint(sources: Mapping[str, object], flag: str | None, env: Mapping[str, str]) -> str | None:
+    """``--incus``, else ``ANKLUME_INCUS``, else ``global.sources.incus``, else the local socket
+    (None).  ``sources``: infra.yml's ``global.sources`` as a mapping."""
+    if flag:
+        return flag
+    return effective_sources(sources, env).incus

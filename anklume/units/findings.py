@@ -1,6 +1,6 @@
-"""``anklume verify --live``: compare the live Incus daemon with the lock, without writing.
+"""Live state against the lock, as findings (pure): what ``verify --live`` reports.
 
-Findings (object, field, expected, actual):
+Each :class:`Finding` names an object, a field, what the lock expects and what Incus has:
 
 - every unit's object exists, is managed, and carries the unit's recorded key;
 - its actual config and devices equal the unit's spec: a config key changed or added by hand,
@@ -10,27 +10,21 @@ Findings (object, field, expected, actual):
 - each pinned GPU slot still holds a GPU of the pinned vendor/product (and UUID when both are
   known), from ``/1.0/resources``.
 
-Exit codes: 0 clean, 1 findings (or an error).
+It mirrors :func:`anklume.units.plan.plan_changes`, which decides what ``build`` does.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from anklume.lock.schema import Lock
-from anklume.model.schema import Infra
-from anklume.project import Project
-from anklume.units.graph import Graph, plan_units
-from anklume.units.plan import LiveObject, show_value
-from anklume.units.provision import ARTEFACT_KINDS, PROVISION_KINDS, record_key
-from anklume.units.unit import Unit
+from anklume.units.graph import Graph
+from anklume.units.inside import INSIDE_KINDS, record_key
+from anklume.units.plan import show_value
+from anklume.units.unit import LiveObject, Unit
 
 
 class Finding(msgspec.Struct, frozen=True):
@@ -68,7 +62,7 @@ def _compare_devices(uid: str, expected: Mapping[str, Mapping[str, str]],
 
 def unit_findings(unit: Unit, obj: LiveObject | None) -> list[Finding]:
     uid = unit.uid
-    if unit.kind in PROVISION_KINDS:  # recorded on its instance; what it placed: artefact_findings
+    if unit.kind in INSIDE_KINDS:  # recorded on its instance; what it placed: artefact_findings
         recorded = obj.key if obj is not None else None
         if recorded != unit.key:
             return [Finding(uid, f"instance {unit.object}: config.{record_key(unit.kind, unit.name)}", unit.key,
@@ -146,45 +140,3 @@ def live_findings(graph: Graph, live: Mapping[str, LiveObject], lock: Lock, card
             out.append(Finding(uid, "managed", "not in the lock (orphan)", f"{obj.kind} {obj.object}"))
     out += gpu_findings(lock, cards)
     return out
-
-
-def artefact_findings(graph: Graph, live: Mapping[str, LiveObject], backend, lock: Lock, *,
-                      deep: bool) -> list[Finding]:
-    """The artefacts recorded as placed, read back from their (running) instances: presence and
-    sizes, and with ``deep`` every byte re-hashed."""
-    from anklume.actions.provision import check_artefacts
-
-    units = [u for u in graph if u.kind in ARTEFACT_KINDS
-             and (live.get(u.uid) is not None and live[u.uid].key == u.key)
-             and getattr(live.get(f"instance:{u.object}"), "status", None) == "Running"]
-    return check_artefacts(backend, units, lock, deep=deep)
-
-
-def do_verify_live(project: Project, infra: Infra, lock: Lock, *, as_json: bool = False,
-                   endpoint: str | None = None, console: Console | None = None, deep: bool = False) -> int:
-    from anklume.actions.apply import with_provision
-    from anklume.actions.provision import provision_inputs
-    from anklume.backends.incus_apply import IncusBackend
-    from anklume.resolve.gpus import parse_resources
-
-    out = console or Console(highlight=False)
-    graph = plan_units(infra, lock, provision_inputs(project, infra))
-    backend = IncusBackend(endpoint)
-    domains = {u.name for u in graph if u.kind == "project"}
-    pools = {"default"} | {u.spec["pool"] for u in graph if u.kind == "volume"}
-    live = with_provision(graph, backend.read_live(domains, pools))
-    cards = parse_resources(backend.resources()) if lock.gpus else []
-    findings = live_findings(graph, live, lock, cards, owner=infra.project_name) + artefact_findings(
-        graph, live, backend, lock, deep=deep)
-    if as_json:
-        out.print_json(json.dumps({"clean": not findings, "findings": [msgspec.to_builtins(f) for f in findings]}))
-    elif findings:
-        table = Table("object", "field", "expected", "actual", box=None, header_style="bold")
-        for f in findings:
-            table.add_row(escape(f.object), escape(f.field), escape(show_value(f.expected)), escape(show_value(f.actual)))
-        out.print(table)
-        out.print(f"[red]live state differs from the lock: {len(findings)} finding(s)[/]")
-    else:
-        out.print(f"live state matches the lock ({len(graph)} units"
-                  + (f", {len(lock.gpus)} GPU slot(s)" if lock.gpus else "") + ")")
-    return 1 if findings else 0

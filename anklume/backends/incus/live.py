@@ -1,0 +1,159 @@
+"""The live state: what Incus holds for the infra, read in a constant handful of requests
+(``recursion=1`` listings: projects, networks, profiles and instances of all projects, and the
+custom volumes of each pool in use), and the pure parsers from API objects to
+:class:`~anklume.units.unit.LiveObject` (testable on recorded JSON without a daemon)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import quote, unquote
+
+from anklume.backends.incus.client import IncusApiError, IncusClient, NotFound
+from anklume.units.unit import MANAGED_KEY, OWNER_KEY, UNIT_KEY, LiveObject
+
+#: The recorded key of a domain's bridge, mirrored on its project (see :func:`read_live`).
+BRIDGE_MIRROR_KEY = "user.anklume.bridge-key"
+
+def read_live(client: IncusClient, domains: Iterable[str], pools: Iterable[str] = ("default",), *,
+              exact_networks: bool = True) -> dict[str, LiveObject]:
+    """Every object anklume manages or would manage, by unit uid, in O(1) requests.
+
+    ``exact_networks=False`` (the plan of a build) skips Incus's slowest listing,
+    ``GET /1.0/networks?recursion=1`` (it computes every bridge's ``used_by`` over every
+    instance): the bridge names come from the plain listing and each bridge's recorded key
+    from its domain project's mirror (:data:`BRIDGE_MIRROR_KEY`); a bridge without a mirror
+    is read on its own.  The mirror is cleared before a bridge is touched and set after its
+    key is recorded, so it never names a key the bridge does not carry.  What it cannot see
+    is a bridge deleted and re-created by hand under the same name: ``verify --live`` reads
+    the bridges themselves."""
+    domains = set(domains)
+    live: dict[str, LiveObject] = {}
+
+    def put(obj: LiveObject) -> None:
+        prior = live.get(obj.uid)
+        if prior is None or (obj.project in domains and prior.project not in domains):
+            if prior is not None and prior.managed:
+                live[f"{prior.uid}@{prior.project}"] = prior
+            live[obj.uid] = obj
+        elif obj.managed:
+            live[f"{obj.uid}@{obj.project}"] = obj
+
+    scoped = set(domains)
+    mirrors: dict[str, dict[str, str]] = {}  # domain -> the mirrored config of its bridge
+    # the network listing runs on its own connection while the others are read
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        networks = pool.submit(client.get, "networks", **({"recursion": "1"} if exact_networks else {}))
+        _read_rest(client, domains, pools, scoped, put, mirrors)
+        listed = networks.result()
+    if exact_networks:
+        for n in listed:
+            if n["name"].startswith("net-") and (n["name"][4:] in domains
+                                                 or (n.get("config") or {}).get(MANAGED_KEY) == "true"):
+                put(parse_network(n))
+        return live
+    for url in listed:
+        name = unquote(url.rsplit("/", 1)[-1])
+        if not name.startswith("net-"):
+            continue
+        mirrored = mirrors.get(name[4:])
+        if mirrored:
+            put(LiveObject(kind="network", name=name[4:], project="default", object=name, type="bridge",
+                           config=mirrored, status="Created"))
+            continue
+        try:
+            n = client.get(f"networks/{quote(name, safe='')}")
+        except NotFound:
+            continue
+        if name[4:] in domains or (n.get("config") or {}).get(MANAGED_KEY) == "true":
+            put(parse_network(n))
+    return live
+
+def _read_rest(client: IncusClient, domains: set[str], pools: Iterable[str], scoped: set[str], put,
+               mirrors: dict[str, dict[str, str]]) -> None:
+    for p in client.get("projects", recursion="1"):
+        config = p.get("config") or {}
+        if config.get(BRIDGE_MIRROR_KEY):  # a bridge shares its project's owner (both written by one build)
+            mirrors[p["name"]] = {MANAGED_KEY: "true", UNIT_KEY: config[BRIDGE_MIRROR_KEY],
+                                  **({OWNER_KEY: config[OWNER_KEY]} if config.get(OWNER_KEY) else {})}
+        if p["name"] in domains or (p.get("config") or {}).get(MANAGED_KEY) == "true":
+            scoped.add(p["name"])
+            put(parse_project(p))
+    for pr in all_projects(client, "profiles", scoped):
+        if (pr.get("project") or "default") in scoped:
+            put(parse_profile(pr, pr.get("project") or "default"))
+    for inst in all_projects(client, "instances", scoped):
+        obj = parse_instance(inst, inst.get("project") or "default")
+        if obj.project in scoped or obj.managed:
+            put(obj)
+    for pool in sorted(set(pools)):
+        for vol in client.get(f"storage-pools/{pool}/volumes", recursion="1", **{"all-projects": "true"}):
+            project = vol.get("project") or "default"
+            if vol.get("type") == "custom" and project in scoped:
+                put(parse_volume(vol, project, pool))
+
+def refresh(client: IncusClient, live: Mapping[str, LiveObject], targets: Iterable[tuple[str, str, str, str, str | None]]
+            ) -> dict[str, LiveObject]:
+    """``live`` with the objects named re-read one by one (O(changes) requests), for a plan made
+    again under the build lease.  A target is (uid, kind, project, object name, pool)."""
+    out = dict(live)
+    for uid, kind, project, name, pool in targets:
+        path, params = {
+            "project": (f"projects/{name}", {}),
+            "network": (f"networks/{name}", {}),
+            "profile": (f"profiles/{name}", {"project": project}),
+            "instance": (f"instances/{name}", {"project": project}),
+            "volume": (f"storage-pools/{pool}/volumes/custom/{name}", {"project": project}),
+        }[kind]
+        try:
+            data = client.get(path, **params)
+        except NotFound:
+            out.pop(uid, None)
+            continue
+        if kind == "project":
+            out[uid] = parse_project(data)
+        elif kind == "network":
+            out[uid] = parse_network(data)
+        elif kind == "profile":
+            out[uid] = parse_profile(data, project)
+        elif kind == "instance":
+            out[uid] = parse_instance(data, project)
+        else:
+            out[uid] = parse_volume(data, project, pool or "default")
+    return out
+
+def all_projects(client: IncusClient, collection: str, projects: set[str]) -> list[dict]:
+    try:
+        return client.get(collection, recursion="1", **{"all-projects": "true"})
+    except IncusApiError:  # an older server: one listing per project
+        out: list[dict] = []
+        for project in sorted(projects):
+            for item in client.get(collection, recursion="1", project=project):
+                out.append({**item, "project": project})
+        return out
+
+# -- API objects -> LiveObject --------------------------------------------------------------------
+
+def parse_project(p: dict) -> LiveObject:
+    return LiveObject(kind="project", name=p["name"], project="default", object=p["name"],
+                      config=p.get("config") or {}, description=p.get("description") or "")
+
+def parse_network(n: dict) -> LiveObject:
+    return LiveObject(kind="network", name=n["name"].removeprefix("net-"), project="default", object=n["name"],
+                      config=n.get("config") or {}, description=n.get("description") or "", type=n.get("type"),
+                      status=n.get("status"))
+
+def parse_profile(pr: dict, project: str) -> LiveObject:
+    return LiveObject(kind="profile", name=f"{project}/{pr['name']}", project=project, object=pr["name"],
+                      config=pr.get("config") or {}, devices=pr.get("devices") or {},
+                      description=pr.get("description") or "")
+
+def parse_instance(inst: dict, project: str) -> LiveObject:
+    return LiveObject(kind="instance", name=inst["name"], project=project, object=inst["name"],
+                      config=inst.get("config") or {}, devices=inst.get("devices") or {},
+                      description=inst.get("description") or "", profiles=list(inst.get("profiles") or []),
+                      status=inst.get("status"), type=inst.get("type"), architecture=inst.get("architecture"))
+
+def parse_volume(vol: dict, project: str, pool: str) -> LiveObject:
+    return LiveObject(kind="volume", name=f"{project}/{vol['name']}", project=project, object=vol["name"],
+                      config=vol.get("config") or {}, description=vol.get("description") or "", pool=pool)
