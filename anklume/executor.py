@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ class Outcome:
     status: Status
     error: str | None = None
     seconds: float = 0.0
+    #: the traceback of an unexpected exception (a bug), for ``-v``; None for user errors
+    trace: str | None = None
 
 
 class CycleError(AnklumeError):
@@ -67,11 +70,15 @@ class NoProgress:
         pass
 
 
+BUG_HINT = "this is a bug in anklume: run again with -v for the traceback, and report it"
+
+
 def error_text(exc: BaseException) -> str:
+    """One line: a user error's message; for anything else, its type and text, said to be a bug."""
     if isinstance(exc, AnklumeError):
         return exc.message
     text = str(exc).strip()
-    return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text} ({BUG_HINT})" if text else f"{type(exc).__name__} ({BUG_HINT})"
 
 
 def check_acyclic(tasks: Sequence[Task]) -> None:
@@ -117,7 +124,8 @@ def execute(tasks: Iterable[Task], *, jobs: int = 4, progress: Progress | None =
         try:
             task.run()
         except Exception as exc:  # noqa: BLE001 - every failure is reported, dependents skipped
-            return Outcome(task.id, "failed", error_text(exc), time.monotonic() - t0)
+            trace = None if isinstance(exc, AnklumeError) else traceback.format_exc()
+            return Outcome(task.id, "failed", error_text(exc), time.monotonic() - t0, trace)
         return Outcome(task.id, "ok", None, time.monotonic() - t0)
 
     def skip(root: str, error: str) -> None:

@@ -39,7 +39,7 @@ def endpoint_of(infra: Infra, flag: str | None) -> str | None:
 
 def do_build(infra_file: Path, *, apply: bool, prune_orphans: bool, plan_only: bool = False,
              as_json: bool = False, jobs: int = 4, replace: bool = False, endpoint: str | None = None,
-             deep: bool = False) -> int:
+             deep: bool = False, verbose: bool = False) -> int:
     out = Console(highlight=False, soft_wrap=True, markup=False, emoji=False, stderr=as_json)
     project = Project(infra_file)
     infra, lock = project.load()
@@ -63,7 +63,7 @@ def do_build(infra_file: Path, *, apply: bool, prune_orphans: bool, plan_only: b
             return 0
     code = do_apply(project, infra, lock, plan_only=plan_only, as_json=as_json, jobs=jobs,
                     prune=prune_orphans, replace=replace, endpoint=endpoint_of(infra, endpoint),
-                    tree=changes, deep=deep)
+                    tree=changes, deep=deep, verbose=verbose)
     if plan_only and code == 0:
         return tree_code
     return code
@@ -87,10 +87,11 @@ def report_orphans(out: Console, orphans, *, prune_them: bool, command: str) -> 
 def do_apply(project: Project, infra: Infra, lock: Lock, *, plan_only: bool, as_json: bool, jobs: int = 4,
              prune: bool = False, replace: bool = False, endpoint: str | None = None,
              specs: SpecStore | None = None, console: Console | None = None, tree: TreeChanges | None = None,
-             deep: bool = False, artefacts: ArtefactStore | None = None) -> int:
+             deep: bool = False, artefacts: ArtefactStore | None = None, verbose: bool = False) -> int:
     """Plan and apply to Incus; ``tree``: the Ansible tree changes about to be (or just) written
     (the roles' variables); ``deep``: re-hash every placed artefact; ``specs``: the applied-spec
-    store; ``artefacts``: the local artefact store."""
+    store; ``artefacts``: the local artefact store; ``verbose``: print the traceback of a unit
+    that failed on a bug."""
     out = console or Console(highlight=False)
     specs = specs or SpecStore()
     owner = infra.project_name
@@ -159,4 +160,6 @@ def do_apply(project: Project, infra: Infra, lock: Lock, *, plan_only: bool, as_
                   + (f"; {len(failed)} failed or skipped" if failed else ""))
         for o in failed:
             out.print(f"[red]{o.status}[/] {escape(o.id)}: {escape(o.error or '')}", highlight=False)
+            if verbose and o.trace:
+                out.print(o.trace.rstrip(), markup=False, highlight=False)
     return 1 if failed else 0

@@ -42,6 +42,13 @@ def run(ctx: click.Context, action, *args, **kwargs) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the boundary: a bug is said to be one, in one screen
+        if ctx.obj.verbose:
+            raise
+        from anklume.executor import BUG_HINT
+
+        click.echo(f"error: {type(exc).__name__}: {exc}\n  hint: {BUG_HINT}", err=True)
+        sys.exit(1)
     sys.exit(code or 0)
 
 

@@ -54,7 +54,8 @@ def build(ctx, infra_file, plan_only, as_json, no_apply, prune, replace, jobs, d
     from anklume.actions.build import do_build
 
     run(ctx, do_build, infra_file, apply=not no_apply, prune_orphans=prune, plan_only=plan_only,
-        as_json=as_json, jobs=jobs, replace=replace, deep=deep, endpoint=endpoint)
+        as_json=as_json, jobs=jobs, replace=replace, deep=deep, endpoint=endpoint,
+        verbose=ctx.obj.verbose)
 
 
 @main.command()

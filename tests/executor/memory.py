@@ -1,4 +1,5 @@
-"""An in-memory Incus stand-in for the DAG logic: same read_live/apply surface as IncusBackend."""
+"""An in-memory Incus stand-in for the DAG logic: a test double of :class:`anklume.backends.base.Backend`
+(tests/executor/test_backend_contract.py checks it keeps the contract's methods and signatures)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from anklume.units.unit import MANAGED_KEY, UNIT_KEY, LiveObject, Unit
 
 
 class MemoryBackend:
+    endpoint = "memory"
+
     def __init__(self, *, fail: set[str] = frozenset(), delay: float = 0.0):
         self.objects: dict[str, LiveObject] = {}
         self.fail = set(fail)
@@ -26,6 +29,32 @@ class MemoryBackend:
     def read_live(self, domains, pools=("default",), *, exact_networks=True):
         self.reads += 1
         return dict(self.objects)
+
+    def refresh(self, objects, targets):
+        out = dict(objects)
+        for uid, *_rest in targets:
+            if uid in self.objects:
+                out[uid] = self.objects[uid]
+            else:
+                out.pop(uid, None)
+        return out
+
+    def record(self, project, instance, config):
+        uid = f"instance:{instance}"
+        obj = self.objects[uid]
+        self.objects[uid] = msgspec.structs.replace(obj, config={**obj.config, **config})
+
+    def instance_io(self, project, instance):
+        raise AnklumeError("the memory backend has no instances to exec in")
+
+    def acquire_lease(self, holder, *, ttl=3600):
+        return holder
+
+    def release_lease(self, value):
+        pass
+
+    def resources(self):
+        return {"gpu": {"cards": []}}
 
     def apply(self, change: Change, unit: Unit | None, obj: LiveObject | None, *, replace: bool = False) -> None:
         with self._lock:

@@ -85,7 +85,7 @@ def test_unexpected_exception_is_a_failure_with_its_text():
     def boom():
         raise RuntimeError("socket closed")
     out = execute([Task("a", boom), Task("b", lambda: None, ("a",))])
-    assert out["a"].status == "failed" and out["a"].error == "socket closed"
+    assert out["a"].status == "failed" and out["a"].error.startswith("RuntimeError: socket closed (this is a bug")
     assert out["b"].status == "skipped"
 
 
@@ -141,3 +141,17 @@ def test_ordering_only_follower_of_a_skipped_task_still_runs():
     tasks = [t("a", fail=True), t("b", ["a"]), Task("c", lambda: order.append("c"), after=("b",))]
     out = execute(tasks)
     assert [out[x].status for x in "abc"] == ["failed", "skipped", "ok"] and order == ["c"]
+
+
+def test_a_bug_in_a_unit_keeps_its_traceback_and_says_it_is_a_bug():
+    def broken():
+        return {}["pool"]
+
+    def refused():
+        raise AnklumeError("Incus refused POST /1.0/instances: already exists")
+
+    out = execute([Task("instance:web", broken), Task("instance:db", refused)], jobs=1)
+    bug, user = out["instance:web"], out["instance:db"]
+    assert bug.status == "failed" and bug.error.startswith("KeyError: 'pool' (this is a bug in anklume")
+    assert "Traceback" in bug.trace and 'return {}["pool"]' in bug.trace
+    assert user.error == "Incus refused POST /1.0/instances: already exists" and user.trace is None
