@@ -1,1 +1,3 @@
-"""Backends: the only modules that talk to Incus (pylxd) and Ansible (ansible_runner)."""
+"""Backends: the daemons anklume drives.  ``base.py`` writes the contract the engine relies on
+(:class:`~anklume.backends.base.Backend`); ``incus/`` implements it and is the only package that
+imports pylxd (Ansible is driven from :mod:`anklume.provision.runner`).  See ARCHITECTURE.md."""

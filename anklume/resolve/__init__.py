@@ -8,10 +8,9 @@ fetches the bytes through :class:`anklume.resolve.http.Fetcher`:
 - ``ollama``: Ollama releases -> asset URL + sha256, model refs -> manifest digests;
 - ``pypi``: the Open WebUI version -> its wheel's file name, URL, sha256 and size;
 - ``gpus``: Incus resources + nvidia-smi -> GPU cards; ``inventory`` asks the host;
-- ``sources``: which URL each source is fetched from (mirrors), and the canonical names
-  the lock records;
 - ``http`` (urllib, the cache) and ``fetched`` (what a fetch returns, pure data).
 
 This package imports nothing itself, so importing a pure parser never pulls in urllib,
-subprocess or pylxd (tests/resolve/test_purity.py checks it).
+subprocess or pylxd (tests/test_purity.py checks it).  Which URL each source is fetched from is
+:mod:`anklume.sources`.
 """
