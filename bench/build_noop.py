@@ -23,7 +23,7 @@ if str(REPO) not in sys.path:
 
 from rich.console import Console  # noqa: E402
 
-from anklume.actions.build import do_apply
+from anklume.actions.build import do_apply  # noqa: E402
 from anklume.store import SpecStore  # noqa: E402
 from anklume.project import Project  # noqa: E402
 from tests.support.events import EventCounter  # noqa: E402
@@ -152,7 +152,7 @@ def main() -> None:
                              ("storage-pools/default/volumes", {"recursion": "1", "all-projects": "true"}),
                              ("networks", {"recursion": "1"})]:
             t0 = time.perf_counter()
-            backend.get(path, **params)
+            backend.client.get(path, **params)
             label = path.split("/")[0] + ("?recursion=1" if params.get("recursion") else "")
             parts.append(f"{label} {(time.perf_counter() - t0) * 1000:.0f} ms")
         print("the listings (the plan reads all but the last; bridge keys come from their projects): "
