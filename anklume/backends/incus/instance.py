@@ -61,15 +61,20 @@ class InstanceWriter:
             if obj.protected and obj.project == unit.project and obj.key:
                 self.rebuild(unit, obj, change)
             else:
-                if not obj.key:  # an interrupted create: let its operations end first
+                gone = False
+                if not obj.key:  # an interrupted build's operations on it (create, delete) end first
                     self.settle(obj)
-                    fresh = self.client.get(f"instances/{obj.object}", project=obj.project)
-                    obj = msgspec.structs.replace(obj, status=fresh.get("status"))
-                if obj.protected:
-                    self.client.request("patch", f"instances/{obj.object}", params={"project": obj.project},
-                                 body={"config": {"security.protection.delete": "false"}})
-                self.stop(obj)
-                self.client.request("delete", f"instances/{obj.object}", params={"project": obj.project})
+                    try:
+                        fresh = self.client.get(f"instances/{obj.object}", project=obj.project)
+                        obj = msgspec.structs.replace(obj, status=fresh.get("status"))
+                    except NotFound:  # a delete the interrupted build had started went through
+                        gone = True
+                if not gone:
+                    if obj.protected:
+                        self.client.request("patch", f"instances/{obj.object}", params={"project": obj.project},
+                                            body={"config": {"security.protection.delete": "false"}})
+                    self.stop(obj)
+                    self.client.request("delete", f"instances/{obj.object}", params={"project": obj.project})
                 obj = None
         if obj is None:
             self.ensure_image(unit)
