@@ -66,7 +66,8 @@ def run_role(*, tree_root: Path, domain: str, machine: str, role: str, roles_pat
         from ansible_runner.exceptions import AnsibleRunnerException
     except ImportError:
         raise AnklumeError("ansible-runner is not installed: provisioning needs it",
-                           "pip install 'anklume[provision]'") from None
+                           "reinstall anklume (`pipx install --force ...` or `pip install .`): it depends on "
+                           "ansible-runner and ansible-core") from None
 
     data_dir = Path(work_dir).resolve() / "ansible" / f"{domain}.{machine}.{role}"
     _fresh_dir(data_dir)

@@ -10,7 +10,7 @@ Per machine ``m`` (its instance is ``instance:m``):
   ``blobs/sha256-<hex>``;
 - ``wheel:m`` (machines with the ``open_webui`` role): the pinned Open WebUI wheel, pushed to
   ``/var/cache/anklume/wheels/<filename>``, with the wheels of the machine's wheelhouse when it
-  has one (``open_webui_wheelhouse_src``: a directory on the controller, for isolated domains;
+  has one (``open_webui_wheelhouse_src``: a directory on the controller, for instances that cannot reach PyPI;
   its files enter the key by name, size and sha256);
 - ``role:m/<role>``: one Ansible role run, for each role the machine lists, in its order.
 
