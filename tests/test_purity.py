@@ -23,7 +23,7 @@ PURE = sorted(
     + [f"units/{p.name}" for p in (PACKAGE / "units").glob("*.py")]
     + ["render/tree.py", "render/managed.py", "render/yamlout.py", "executor.py",
        "resolve/simplestreams.py", "resolve/ollama.py", "resolve/pypi.py", "resolve/gpus.py", "resolve/sources.py",
-       "resolve/fetched.py"])
+       "resolve/fetched.py", "resolve/limits.py"])
 FORBIDDEN = ("urllib", "socket", "ssl", "subprocess", "pylxd", "ansible_runner", "http", "requests",
              "anklume.backends", "anklume.resolve.http", "anklume.resolve.inventory", "anklume.resolve.resolver")
 LOADED = ["pylxd", "ansible_runner", "urllib.request", "http.client", "socket", "ssl", "subprocess", "requests"]

@@ -38,6 +38,7 @@ from anklume.lock.keys import RELEASE_ARCH
 from anklume.lock.schema import ModelBlob, ModelLocked, OllamaLocked
 from anklume.model.names import ModelName, parse_model_ref
 from anklume.resolve.fetched import Fetched, HttpStatusError
+from anklume.resolve.limits import CHECKSUMS_LIMIT, MANIFEST_LIMIT
 from anklume.resolve.sources import CANONICAL_OLLAMA_RELEASES, OLLAMA_REGISTRY_HOST, source_hint
 
 if TYPE_CHECKING:
@@ -143,7 +144,7 @@ def _latest_url(base: str) -> str:
 
 def _fetch_release_sums(fetcher: Fetcher, url: str, key: str, source: str, version: str) -> Fetched:
     try:
-        return fetcher.fetch(url, key=key, source=source, hint=source_hint("ollama_releases"))
+        return fetcher.fetch(url, key=key, source=source, hint=source_hint("ollama_releases"), limit=CHECKSUMS_LIMIT)
     except HttpStatusError as err:
         if err.status != 404:
             raise
@@ -248,6 +249,7 @@ def resolve_model(fetcher: Fetcher, registry_base: str | None, ref: str) -> Mode
             source=f"Ollama registry {base}",
             headers={"Accept": MANIFEST_ACCEPT},
             hint=source_hint("ollama_registry"),
+            limit=MANIFEST_LIMIT,
         )
     except HttpStatusError as err:
         if err.status != 404:
