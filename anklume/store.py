@@ -14,6 +14,12 @@ A download that stops early keeps its partial file; the next ``ensure`` re-hashe
 for the rest with ``Range: bytes=N-`` (a 206 appends, a 200 starts again from zero).  A
 finished download whose digest or size is wrong is deleted, never stored.  Two threads or
 processes ensuring the same digest take turns on the lock: the second finds it stored.
+
+A source that misbehaves (docs/provisioning.md): a download slower than :data:`MIN_RATE` over
+a :data:`RATE_WINDOW` is dropped, its partial file kept to resume; never more than the pinned
+size is written (a ``Content-Length`` other than it is refused before the body), and with no
+pinned size never more than :data:`MAX_UNSIZED`; redirects follow
+:func:`anklume.resolve.http.redirect_refusal`.
 """
 
 from __future__ import annotations
@@ -25,18 +31,31 @@ import http.client
 import os
 import re
 import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from anklume.errors import AnklumeError
 from anklume.fsio import default_cache_dir
-from anklume.resolve.http import USER_AGENT, _describe
+from anklume.resolve.http import Budget, OutOfTime, RedirectRefused, _describe, announced_length, open_url
 
 #: Read size when hashing a file on disk (bench/sha256_throughput.py measures it).
 HASH_CHUNK = 4 * 1024 * 1024
 #: Read size when streaming a download.
 NET_CHUNK = 1024 * 1024
+
+#: A download must bring at least this many bytes per second over every window of
+#: :data:`RATE_WINDOW` seconds (as curl's --speed-limit/--speed-time), else it is dropped
+#: and its partial file kept for the next run to resume: a server that drips a byte at a
+#: time cannot hold ``build`` forever, and a transfer of ``n`` bytes ends within
+#: ``n / MIN_RATE + RATE_WINDOW`` seconds.  64 KiB/s is half a megabit: any link that can
+#: bring gigabytes of model in reasonable time is far above it.  ``$ANKLUME_DOWNLOAD_MIN_RATE``
+#: (bytes per second) changes it.
+MIN_RATE = 64 * 1024
+RATE_WINDOW = 30.0
+MIN_RATE_ENV = "ANKLUME_DOWNLOAD_MIN_RATE"
+#: The most bytes the store takes for an artefact the lock pins no size for (only the Ollama
+#: release of a lock written before its size was pinned: real ones are 1.2 to 2 GB).
+MAX_UNSIZED = 8 * 1024 ** 3
 
 _HEX = re.compile(r"[0-9a-f]{64}")
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
@@ -99,9 +118,13 @@ def digest_hex(sha256: str) -> str:
 class ArtefactStore:
     """Artefacts by sha256 on local disk, downloaded on demand and verified."""
 
-    def __init__(self, root: Path | None = None, *, timeout: float = 60.0):
+    def __init__(self, root: Path | None = None, *, timeout: float = 60.0, min_rate: float | None = None,
+                 rate_window: float | None = None, max_unsized: int | None = None):
         self.root = Path(root) if root is not None else default_cache_dir(os.environ) / "store"
         self.timeout = timeout
+        self.min_rate = min_rate if min_rate is not None else download_min_rate(os.environ)
+        self.rate_window = rate_window if rate_window is not None else RATE_WINDOW
+        self.max_unsized = max_unsized if max_unsized is not None else MAX_UNSIZED
 
     # --- reading --------------------------------------------------------------------------
 
@@ -236,48 +259,75 @@ class ArtefactStore:
                 return  # a previous run got every byte but stopped before storing them
             if size is not None and offset >= size:
                 raise _Restart
-        request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, **headers})
+        request_headers = dict(headers)
         if offset:
-            request.add_header("Range", f"bytes={offset}-")
+            request_headers["Range"] = f"bytes={offset}-"
+        budget = Budget(timeout=self.timeout, min_rate=self.min_rate, window=self.rate_window)
         try:
-            response = urllib.request.urlopen(request, timeout=self.timeout)
+            request, response = open_url(url, request_headers, budget)
         except urllib.error.HTTPError as err:
             err.close()
             if err.code == 416 and offset:
                 raise _Restart from None
             raise _Failure(f"{what}: GET {err.url or url} answered HTTP {err.code} {err.reason}") from None
+        except RedirectRefused as err:
+            raise _Failure(f"{what}: GET {url}: {err}") from None
+        except OutOfTime:
+            raise _Failure(f"{what}: {url} {self._too_slow()}, before answering", self._slow_hint(partial)) from None
         except (OSError, http.client.HTTPException, ValueError) as err:
             raise _Failure(f"{what}: cannot fetch {url}: {_describe(err, self.timeout)}") from None
         with response:
-            announced = _announced_length(response)
+            final = request.current
+            announced = announced_length(response)
             if response.status == 206 and offset:
                 match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
                 if not match or int(match.group(1)) != offset:
                     raise _Restart
-                total = int(match.group(3)) if match.group(3) != "*" else None
+                whole = int(match.group(3)) if match.group(3) != "*" else None
+                if announced is not None and whole is not None and offset + announced != whole:
+                    raise _Restart  # the range and the length disagree: from zero, without a range
+                whole = whole if whole is not None or announced is None else offset + announced
             elif response.status == 200:
                 hasher, offset = hashlib.sha256(), 0  # the whole body again: start from zero
-                total = announced
+                whole = announced
             else:
-                raise _Failure(f"{what}: GET {url} answered HTTP {response.status} {response.reason}")
-            total = size if size is not None else total
-            done = self._receive(response, partial, hasher, offset, size=size, url=url, what=what,
+                raise _Failure(f"{what}: GET {final} answered HTTP {response.status} {response.reason}")
+            limit = size if size is not None else self.max_unsized
+            if whole is not None and size is not None and whole != size:
+                raise _Failure(f"{what}: {final} announces {whole} bytes, the lock pins {size}", "the source serves other bytes than the lock pins; "
+                               "nothing was stored")
+            if whole is not None and whole > limit:
+                raise _Failure(f"{what}: {final} announces {whole} bytes, more than the {_size(limit)} "
+                               "the store takes for an artefact the lock pins no size for", _UNSIZED_HINT)
+            total = size if size is not None else whole
+            done = self._receive(response, partial, hasher, offset, limit=limit, url=final, what=what,
                                  total=total, progress=progress)
-            overflow = size is not None and done > size  # the digest check below rejects it
-            short = done - offset < announced if announced is not None else size is not None and done < size
-            if short and not overflow:
-                expected_total = offset + announced if announced is not None else size
+            if done > limit:
+                partial.unlink(missing_ok=True)
+                if size is not None:
+                    raise _Failure(f"{what}: {final} sent more than the pinned {size} bytes",
+                                   "the source serves other bytes than the lock pins; nothing was stored")
+                raise _Failure(f"{what}: {final} sent more than {_size(limit)}, the most the store takes for an "
+                               "artefact the lock pins no size for", _UNSIZED_HINT)
+            expected_total = whole if whole is not None else size
+            if expected_total is not None and done < expected_total:
                 raise _Failure(
-                    f"{what}: the download from {url} stopped after {done} of {expected_total} bytes "
+                    f"{what}: the download from {final} stopped after {done} of {expected_total} bytes "
                     f"(the connection closed before the whole body arrived)",
                     f"the partial download is kept in {partial.parent}: run again to resume it")
-        self._finish(expected, url, partial, hasher, done, size=size, what=what, resumed=offset > 0)
+        self._finish(expected, final, partial, hasher, done, size=size, what=what, resumed=offset > 0)
 
-    def _receive(self, response, partial: Path, hasher, offset: int, *, size: int | None,  # noqa: ANN001
+    def _too_slow(self) -> str:
+        return f"fell below {self.min_rate:g} bytes/s over {self.rate_window:g} s"
+
+    def _slow_hint(self, partial: Path) -> str:
+        return (f"the partial download is kept in {partial.parent}: run again to resume it; "
+                f"{MIN_RATE_ENV} sets the minimum rate (bytes per second)")
+
+    def _receive(self, response, partial: Path, hasher, offset: int, *, limit: int,  # noqa: ANN001
                  url: str, what: str, total: int | None, progress: Progress | None) -> int:
-        """Append the body to ``partial`` (from ``offset``), hashing as it streams."""
-        buf = bytearray(NET_CHUNK)
-        view = memoryview(buf)
+        """Append the body to ``partial`` (from ``offset``), hashing as it streams; never more
+        than ``limit`` bytes in all: a longer body returns ``limit + 1`` with nothing more written."""
         done = offset
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT, 0o644)
         try:
@@ -287,24 +337,29 @@ class ArtefactStore:
                 progress(done, total)
             while True:
                 try:
-                    n = response.readinto(buf)
+                    data = response.read1(NET_CHUNK)  # what has arrived, without waiting for a full chunk
+                except OutOfTime:
+                    os.fsync(fd)
+                    of = f" of {total}" if total is not None else ""
+                    raise _Failure(f"{what}: the download from {url} {self._too_slow()}, after {done}{of} bytes",
+                                   self._slow_hint(partial)) from None
                 except (OSError, http.client.HTTPException) as err:
                     os.fsync(fd)
                     raise _Failure(
                         f"{what}: the download from {url} stopped after {done} bytes: "
                         f"{_describe(err, self.timeout)}",
                         f"the partial download is kept in {partial.parent}: run again to resume it") from None
-                if not n:
+                if not data:
                     break
-                chunk = view[:n]
-                while chunk:
-                    chunk = chunk[os.write(fd, chunk):]
-                hasher.update(view[:n])
-                done += n
+                if done + len(data) > limit:
+                    return limit + 1  # more than may be written: the caller refuses it
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                hasher.update(data)
+                done += len(data)
                 if progress:
                     progress(done, total)
-                if size is not None and done > size:
-                    break  # more than the pinned size: the digest check below rejects it
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -332,9 +387,24 @@ class ArtefactStore:
             os.close(dir_fd)
 
 
-def _announced_length(response) -> int | None:  # noqa: ANN001
-    value = response.headers.get("Content-Length")
+_UNSIZED_HINT = ("the lock pins no size for it (written by an older anklume): `anklume lock --update NAME` "
+                 "pins one; nothing was stored")
+
+
+def _size(n: int) -> str:
+    return f"{n >> 20} MiB" if n and n % (1 << 20) == 0 else f"{n} bytes"
+
+
+def download_min_rate(env: Mapping[str, str]) -> float:
+    """Bytes per second a download must keep up: ``$ANKLUME_DOWNLOAD_MIN_RATE``, else :data:`MIN_RATE`."""
+    value = env.get(MIN_RATE_ENV, "").strip()
+    if not value:
+        return MIN_RATE
     try:
-        return int(value) if value is not None else None
+        rate = float(value)
     except ValueError:
-        return None
+        rate = -1.0
+    if not 0 < rate < float("inf"):
+        raise ArtefactError(f"{MIN_RATE_ENV}={value!r} is not a number of bytes per second above 0",
+                            f"unset it for the default ({MIN_RATE} bytes per second)")
+    return rate

@@ -96,13 +96,12 @@ def test_corrupted_download_names_both_digests_and_stores_nothing(http_serve, tm
     assert not store.has(DIGEST)
 
 
-def test_wrong_size_is_a_mismatch_even_before_the_digest(http_serve, tmp_path):
+def test_a_length_other_than_the_pinned_size_is_refused_before_the_body(http_serve, tmp_path):
     server = http_serve({PATH: BODY})
     with pytest.raises(ArtefactError) as info:
         ArtefactStore(tmp_path).ensure(DIGEST, [server.url + PATH], size=1000, what="blob")
-    assert info.value.message.startswith(f"sha256 mismatch for blob from {server.url + PATH}: expected {DIGEST}")
-    assert "or more, expected 1000" in info.value.message
-    assert server.sent[0] <= len(BODY)
+    assert info.value.message == f"blob: {server.url + PATH} announces {len(BODY)} bytes, the lock pins 1000"
+    assert "nothing was stored" in info.value.hint
     assert stored_files(tmp_path) == []
 
 

@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 MAX_SECONDS = 30.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Misbehaviour:
     status: int = 200
     reason: str = "OK"
@@ -49,6 +49,11 @@ class Misbehaviour:
     endless_max: int = 256 * 1024 * 1024
     hold: float = 0.0
     extra: dict = field(default_factory=dict)  # free room for a test's own notes
+
+    def __repr__(self) -> str:  # short: hypothesis prints it when a case fails
+        body = self.body if len(self.body) <= 40 else f"<{len(self.body)} bytes: {self.body[:20]!r}...>"
+        fields = {name: getattr(self, name) for name in self.__dataclass_fields__ if name not in ("body", "extra")}
+        return f"Misbehaviour(body={body!r}, " + ", ".join(f"{k}={v!r}" for k, v in fields.items()) + ")"
 
 
 def redirect(location: str, status: int = 302) -> Misbehaviour:
