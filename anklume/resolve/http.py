@@ -13,7 +13,9 @@ Cache layout (``<cache>`` = :func:`default_cache_dir` unless given)::
     <cache>/index/<blake3 hex of key>     {"key", "sha256", "urls", "headers"}
 
 ``urls`` is the request URL followed by every redirect target (the last one is the final
-URL); ``headers`` keeps only :data:`CACHED_HEADERS`.  Both files are written to a temporary
+URL); ``headers`` keeps only :data:`CACHED_HEADERS`.  :meth:`Fetcher.content_length` (a
+file's size, asked without downloading it) is kept under the key ``"HEAD " + key``, with an
+empty body and the size as its ``content-length`` header.  Both files are written to a temporary
 name in the same folder, flushed to disk and renamed into place; the blob goes first, so an
 index entry never names a missing blob and no reader ever sees half a file.
 
@@ -44,6 +46,7 @@ import http.client
 import io
 import ipaddress
 import os
+import re
 import socket
 import ssl
 import string
@@ -171,6 +174,68 @@ class Fetcher:
         if not body:
             raise SourceError(f"{source}: GET {final} returned an empty body", full_hint)
         return Fetched(body=bytes(body), headers=answer, urls=(url, *request.redirects))
+
+
+    def content_length(self, url: str, *, key: str, source: str, hint: str | None = None) -> int:
+        """The size in bytes of the file at ``url`` (online), or the cached answer for ``key``.
+
+        Asks ``HEAD``; a source that refuses it (or names no length) is asked for the first
+        byte (``Range: bytes=0-0``): the total of its ``Content-Range``, or the
+        ``Content-Length`` of a whole answer, whose body is never read.  Cached under
+        ``"HEAD " + key`` with the size as its ``content-length`` header.
+        """
+        cache_key = f"HEAD {key}"
+        if self.offline:
+            fetched = self.cache.load(cache_key)
+            size = fetched.headers.get("content-length", "")
+            if not size.isdigit():
+                raise OfflineMiss(f"offline: the cache entry for {cache_key} names no size",
+                                  "delete it and run once without --offline")
+            return int(size)
+        full_hint = f"{hint}, {OFFLINE_HINT}" if hint else OFFLINE_HINT.removeprefix("or ")
+        if not url.startswith(("http://", "https://")):
+            raise SourceError(f"{source}: {url!r} is not an http(s) URL", full_hint)
+        size, urls = self._length(url, "HEAD", {}, source=source, full_hint=full_hint)
+        if size is None:
+            size, urls = self._length(url, "GET", {"Range": "bytes=0-0"}, source=source, full_hint=full_hint)
+        if size is None:
+            raise SourceError(f"{source}: cannot learn the size of {url}: it answers with no Content-Length, "
+                              "to HEAD or to a GET of its first byte", full_hint)
+        self.cache.store(cache_key, Fetched(body=b"", headers=Headers({"content-length": str(size)}), urls=urls),
+                         keep=("content-length",))
+        return size
+
+    def _length(self, url: str, method: str, headers: Mapping[str, str], *, source: str,
+                full_hint: str) -> tuple[int | None, tuple[str, ...]]:
+        """(size or None, urls) from one HEAD, or one GET whose body is never read.  A 404 is
+        an :class:`HttpStatusError`; other refusals of HEAD (403, 405, 501...) give None."""
+        request = _Request(url, headers, method)
+        try:
+            with request.open(Budget(timeout=self.timeout, total=self.deadline)) as response:
+                status = response.status
+                if status == 206:
+                    match = _CONTENT_RANGE_TOTAL.fullmatch(response.headers.get("Content-Range", "").strip())
+                    size = int(match.group(1)) if match else None
+                else:
+                    size = announced_length(response) if status == 200 else None
+        except urllib.error.HTTPError as err:
+            err.close()
+            if method == "HEAD" and err.code != 404:
+                return None, ()
+            raise HttpStatusError(f"{source}: {method} {err.url or url} answered HTTP {err.code} {err.reason}",
+                                  full_hint, err.code) from None
+        except RedirectRefused as err:
+            raise SourceError(f"{source}: {method} {url}: {err}", full_hint) from None
+        except OutOfTime:
+            raise SourceError(f"{source}: {method} {request.current} did not finish within {self.deadline:g} s",
+                              f"set {DEADLINE_ENV} to allow more seconds per fetch; {full_hint}") from None
+        except (OSError, http.client.HTTPException, ValueError) as err:
+            reason = _describe(err, self.timeout)
+            raise SourceError(f"{source}: cannot fetch {request.current}: {reason}", full_hint) from None
+        return (size if size else None), (url, *request.redirects)
+
+
+_CONTENT_RANGE_TOTAL = re.compile(r"bytes \d+-\d+/(\d+)")
 
 
 # -- limits ----------------------------------------------------------------------------------
@@ -522,10 +587,11 @@ class _Cache:
             )
         return Fetched(body=body, headers=Headers(entry.headers), urls=tuple(entry.urls))
 
-    def store(self, key: str, fetched: Fetched) -> None:
-        """Record ``fetched`` under ``key``: blob first, then the index entry."""
+    def store(self, key: str, fetched: Fetched, keep: tuple[str, ...] = CACHED_HEADERS) -> None:
+        """Record ``fetched`` under ``key``: blob first, then the index entry (with the headers
+        named by ``keep``)."""
         digest = hashlib.sha256(fetched.body).hexdigest()
-        kept = {name: fetched.headers[name] for name in CACHED_HEADERS if name in fetched.headers}
+        kept = {name: fetched.headers[name] for name in keep if name in fetched.headers}
         entry = _IndexEntry(key=key, sha256=digest, urls=list(fetched.urls), headers=kept)
         try:
             blob = self.root / "blobs" / digest

@@ -67,3 +67,26 @@ def test_a_misbehaving_server_ends_in_a_body_or_a_clean_error(first, chain, tmp_
             assert len(cache_files(cache)) == 2
         # the deadline, plus one per-read timeout for the connect, plus scheduling slack
         assert time.monotonic() - start < DEADLINE + TIMEOUT + 1.5
+
+
+@settings(max_examples=examples(40), deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(how=misbehaviours())
+def test_asking_a_misbehaving_server_for_a_size_ends_in_a_size_or_a_clean_error(how, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    with BadServer({"/a": how}) as server:
+        fetcher = Fetcher(cache_dir=cache, timeout=TIMEOUT, deadline=DEADLINE)
+        start = time.monotonic()
+        try:
+            size = within(10, lambda: fetcher.content_length(server.url + "/a", key="https://example.org/k",
+                                                             source="src"))
+        except SourceError as err:
+            assert err.message.startswith("src: "), err.message
+            assert server.url in err.message, err.message
+            assert_clean(err.message)
+            assert cache_files(cache) == []
+        else:
+            assert size > 0 and len(cache_files(cache)) == 2
+        # a HEAD, then perhaps a GET of one byte: two fetches, each within its deadline
+        assert time.monotonic() - start < 2 * (DEADLINE + TIMEOUT) + 1.5
+        assert sum(server.sent) < 64 << 20  # no body is ever read for a size
