@@ -15,6 +15,12 @@ for the rest with ``Range: bytes=N-`` (a 206 appends, a 200 starts again from ze
 finished download whose digest or size is wrong is deleted, never stored.  Two threads or
 processes ensuring the same digest take turns on the lock: the second finds it stored.
 
+Every file the store opens under ``<root>`` (partial downloads, lock files, stored artefacts) is
+opened with ``O_NOFOLLOW`` and must be a regular file (a partial one with no other name): a
+symlink, hard link or FIFO found in their place is removed, never written through, and a stored
+artefact that is a link is not trusted (it is fetched again).  The folders themselves may be
+links (a store moved to a bigger disk).
+
 A source that misbehaves (docs/provisioning.md): a download slower than :data:`MIN_RATE` over
 a :data:`RATE_WINDOW` is dropped, its partial file kept to resume; never more than the pinned
 size is written (a ``Content-Length`` other than it is refused before the body), and with no
@@ -25,11 +31,13 @@ pinned size never more than :data:`MAX_UNSIZED`; redirects follow
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import http.client
 import os
 import re
+import stat
 import urllib.error
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -93,17 +101,64 @@ class _Restart(Exception):
 def hash_file(path: Path, hasher=None, chunk: int | None = None):  # noqa: ANN001, ANN201 (hashlib types)
     """``(hasher, size)`` after feeding ``path`` to ``hasher`` (a new sha256 unless given),
     read with ``readinto`` into one reused buffer of ``chunk`` bytes (:data:`HASH_CHUNK`)."""
+    with open(path, "rb", buffering=0) as f:
+        return _hash_stream(f, hasher, chunk)
+
+
+def _hash_fd(fd: int, hasher=None, chunk: int | None = None):  # noqa: ANN001, ANN201
+    """:func:`hash_file` of an open file descriptor, from its first byte (it stays open)."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    with open(fd, "rb", buffering=0, closefd=False) as f:
+        return _hash_stream(f, hasher, chunk)
+
+
+def _hash_stream(f, hasher, chunk: int | None):  # noqa: ANN001, ANN202
     hasher = hasher if hasher is not None else hashlib.sha256()
     buf = bytearray(chunk or HASH_CHUNK)
     view = memoryview(buf)
     size = 0
-    with open(path, "rb", buffering=0) as f:
-        with contextlib.suppress(AttributeError, OSError):
-            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
-        while n := f.readinto(buf):
-            hasher.update(view[:n])
-            size += n
+    with contextlib.suppress(AttributeError, OSError):
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+    while n := f.readinto(buf):
+        hasher.update(view[:n])
+        size += n
     return hasher, size
+
+
+class _NotOurs(Exception):
+    """A path of the store holds something the store does not make: a symlink, a hard link to
+    another file, a FIFO, a directory..."""
+
+
+#: Every file under the root is opened with these: a symlink is never followed (ELOOP), and a
+#: FIFO opens at once instead of blocking (then is refused as not a regular file).
+_OWN_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+
+
+def _open_own(path: Path, flags: int, *, single_link: bool) -> int:
+    """``os.open`` of a file of the store: never through a symlink, only a regular file (and,
+    with ``single_link``, one no other name shares), else :class:`_NotOurs`."""
+    try:
+        fd = os.open(path, flags | _OWN_FLAGS, 0o644)
+    except OSError as err:
+        if err.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+            raise _NotOurs from None
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or (single_link and st.st_nlink != 1):
+        os.close(fd)
+        raise _NotOurs
+    return fd
+
+
+def _remove(path: Path) -> None:
+    """Remove what :func:`_open_own` refused (a link is removed, never its target)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except IsADirectoryError:
+        os.rmdir(path)  # an empty one; anything more is the user's, and an OSError says so
 
 
 def digest_hex(sha256: str) -> str:
@@ -135,10 +190,10 @@ class ArtefactStore:
     def has(self, sha256: str, size: int | None = None) -> bool:
         """Present (and ``size`` bytes long when given); the bytes are not re-hashed."""
         try:
-            st = os.stat(self.path(sha256))
+            st = os.lstat(self.path(sha256))
         except (FileNotFoundError, NotADirectoryError):
             return False
-        return st.st_size == size if size is not None else True
+        return stat.S_ISREG(st.st_mode) and (st.st_size == size if size is not None else True)
 
     def verify(self, sha256: str) -> str | None:
         """Re-hash the stored file: its actual hex digest, None if absent.  A file whose
@@ -146,8 +201,15 @@ class ArtefactStore:
         expected = digest_hex(sha256)
         path = self.path(expected)
         try:
-            hasher, _ = hash_file(path)
+            fd = _open_own(path, os.O_RDONLY, single_link=False)
+            try:
+                hasher, _ = _hash_fd(fd)
+            finally:
+                os.close(fd)
         except (FileNotFoundError, NotADirectoryError):
+            return None
+        except _NotOurs:  # a link (even to the right bytes) is not a stored artefact
+            self._drop(path)
             return None
         except OSError as err:
             raise ArtefactError(f"cannot read the stored artefact {path}: {err.strerror or err}") from None
@@ -204,8 +266,11 @@ class ArtefactStore:
         wrong file is removed (fetched again); right bytes mean the pinned size is wrong."""
         path = self.path(expected)
         try:
-            st = os.stat(path)
+            st = os.lstat(path)
         except (FileNotFoundError, NotADirectoryError):
+            return False
+        if not stat.S_ISREG(st.st_mode):  # a link (even to the right bytes) or a FIFO: not stored
+            self._drop(path)
             return False
         if size is None or st.st_size == size:
             return True
@@ -215,47 +280,90 @@ class ArtefactStore:
             f"{what}: the stored file {path} has the pinned sha256 but {st.st_size} bytes, "
             f"not the pinned size {size}", "the size recorded in the lock is wrong: run `anklume lock`")
 
+    def _drop(self, path: Path) -> None:
+        try:
+            _remove(path)
+        except OSError as err:
+            raise ArtefactError(f"{path} is not a file the artefact store made, and cannot be removed: "
+                                f"{err.strerror or err}", "remove it by hand") from None
+
     @contextlib.contextmanager
     def _locked(self, expected: str) -> Iterator[None]:
         tmp = self.root / "tmp"
+        path = tmp / f"{expected}.lock"
         try:
             tmp.mkdir(parents=True, exist_ok=True)
             (self.root / "sha256").mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp / f"{expected}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            fd = self._lock_file(path)
         except OSError as err:
             raise ArtefactError(f"cannot write the artefact store at {self.root}: {err.strerror or err}",
                                 "set ANKLUME_CACHE_DIR to a writable folder") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
             os.close(fd)  # closing releases the lock
+
+    def _lock_file(self, path: Path) -> int:
+        """An open, locked (fcntl.flock) lock file at ``path``: never through a link; a
+        link there is replaced, and the lock is kept only on the file the path names
+        once it is held (another process may have replaced a link meanwhile)."""
+        for _attempt in range(5):
+            try:
+                fd = _open_own(path, os.O_RDWR | os.O_CREAT, single_link=False)
+            except _NotOurs:
+                _remove(path)
+                continue
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                now = os.lstat(path)
+            except FileNotFoundError:
+                now = None
+            held = os.fstat(fd)
+            if now is not None and (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+                return fd
+            os.close(fd)
+        raise OSError(errno.EAGAIN, f"{path} keeps changing under the store")
 
     def _download(self, expected: str, url: str, *, size: int | None, what: str,
                   headers: Mapping[str, str], progress: Progress | None) -> None:
         partial = self.root / "tmp" / f"{expected}.partial"
         try:
             for _attempt in range(3):
+                fd = self._open_partial(partial)
                 try:
-                    self._stream(expected, url, partial, size=size, what=what, headers=headers,
+                    self._stream(expected, url, partial, fd, size=size, what=what, headers=headers,
                                  progress=progress)
                     return
                 except _Restart:
-                    partial.unlink(missing_ok=True)
+                    os.ftruncate(fd, 0)
+                finally:
+                    if os.fstat(fd).st_size == 0:  # nothing to resume: leave no empty file behind
+                        partial.unlink(missing_ok=True)
+                    os.close(fd)
             raise _Failure(f"{what}: {url} does not answer range requests consistently")
         except OSError as err:  # the store itself (disk full, permissions), not the network
             raise ArtefactError(f"cannot write {what} into the artefact store at {self.root}: "
                                 f"{err.strerror or err}", "set ANKLUME_CACHE_DIR to a writable folder") from None
 
-    def _stream(self, expected: str, url: str, partial: Path, *, size: int | None, what: str,
+    @staticmethod
+    def _open_partial(partial: Path) -> int:
+        """The partial download, open for reading and writing, created if absent; a link (or
+        a FIFO...) in its place is removed, never written through."""
+        for _attempt in range(3):
+            try:
+                return _open_own(partial, os.O_RDWR | os.O_CREAT, single_link=True)
+            except _NotOurs:
+                _remove(partial)
+        raise OSError(errno.EAGAIN, f"{partial} keeps changing under the store")
+
+    def _stream(self, expected: str, url: str, partial: Path, fd: int, *, size: int | None, what: str,
                 headers: Mapping[str, str], progress: Progress | None) -> None:
         if not url.startswith(("http://", "https://")):
             raise _Failure(f"{what}: {url!r} is not an http(s) URL")
-        hasher, offset = hashlib.sha256(), 0
-        if partial.exists():
-            hasher, offset = hash_file(partial)
+        hasher, offset = _hash_fd(fd)  # what an earlier run brought (nothing: a new, empty file)
+        if offset:
             if hasher.hexdigest() == expected and (size is None or offset == size):
-                self._finish(expected, url, partial, hasher, offset, size=size, what=what, resumed=True)
+                self._finish(expected, url, partial, fd, hasher, offset, size=size, what=what, resumed=True)
                 return  # a previous run got every byte but stopped before storing them
             if size is not None and offset >= size:
                 raise _Restart
@@ -300,7 +408,7 @@ class ArtefactStore:
                 raise _Failure(f"{what}: {final} announces {whole} bytes, more than the {_size(limit)} "
                                "the store takes for an artefact the lock pins no size for", _UNSIZED_HINT)
             total = size if size is not None else whole
-            done = self._receive(response, partial, hasher, offset, limit=limit, url=final, what=what,
+            done = self._receive(response, partial, fd, hasher, offset, limit=limit, url=final, what=what,
                                  total=total, progress=progress)
             if done > limit:
                 partial.unlink(missing_ok=True)
@@ -315,7 +423,7 @@ class ArtefactStore:
                     f"{what}: the download from {final} stopped after {done} of {expected_total} bytes "
                     f"(the connection closed before the whole body arrived)",
                     f"the partial download is kept in {partial.parent}: run again to resume it")
-        self._finish(expected, final, partial, hasher, done, size=size, what=what, resumed=offset > 0)
+        self._finish(expected, final, partial, fd, hasher, done, size=size, what=what, resumed=offset > 0)
 
     def _too_slow(self) -> str:
         return f"fell below {self.min_rate:g} bytes/s over {self.rate_window:g} s"
@@ -324,48 +432,45 @@ class ArtefactStore:
         return (f"the partial download is kept in {partial.parent}: run again to resume it; "
                 f"{MIN_RATE_ENV} sets the minimum rate (bytes per second)")
 
-    def _receive(self, response, partial: Path, hasher, offset: int, *, limit: int,  # noqa: ANN001
+    def _receive(self, response, partial: Path, fd: int, hasher, offset: int, *, limit: int,  # noqa: ANN001
                  url: str, what: str, total: int | None, progress: Progress | None) -> int:
-        """Append the body to ``partial`` (from ``offset``), hashing as it streams; never more
-        than ``limit`` bytes in all: a longer body returns ``limit + 1`` with nothing more written."""
+        """Append the body to ``partial`` (open as ``fd``) from ``offset``, hashing as it streams;
+        never more than ``limit`` bytes in all: a longer body returns ``limit + 1`` with nothing
+        more written."""
         done = offset
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT, 0o644)
-        try:
-            os.ftruncate(fd, offset)
-            os.lseek(fd, offset, os.SEEK_SET)
+        os.ftruncate(fd, offset)
+        os.lseek(fd, offset, os.SEEK_SET)
+        if progress:
+            progress(done, total)
+        while True:
+            try:
+                data = response.read1(NET_CHUNK)  # what has arrived, without waiting for a full chunk
+            except OutOfTime:
+                os.fsync(fd)
+                of = f" of {total}" if total is not None else ""
+                raise _Failure(f"{what}: the download from {url} {self._too_slow()}, after {done}{of} bytes",
+                               self._slow_hint(partial)) from None
+            except (OSError, http.client.HTTPException) as err:
+                os.fsync(fd)
+                raise _Failure(
+                    f"{what}: the download from {url} stopped after {done} bytes: "
+                    f"{_describe(err, self.timeout)}",
+                    f"the partial download is kept in {partial.parent}: run again to resume it") from None
+            if not data:
+                break
+            if done + len(data) > limit:
+                return limit + 1  # more than may be written: the caller refuses it
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            hasher.update(data)
+            done += len(data)
             if progress:
                 progress(done, total)
-            while True:
-                try:
-                    data = response.read1(NET_CHUNK)  # what has arrived, without waiting for a full chunk
-                except OutOfTime:
-                    os.fsync(fd)
-                    of = f" of {total}" if total is not None else ""
-                    raise _Failure(f"{what}: the download from {url} {self._too_slow()}, after {done}{of} bytes",
-                                   self._slow_hint(partial)) from None
-                except (OSError, http.client.HTTPException) as err:
-                    os.fsync(fd)
-                    raise _Failure(
-                        f"{what}: the download from {url} stopped after {done} bytes: "
-                        f"{_describe(err, self.timeout)}",
-                        f"the partial download is kept in {partial.parent}: run again to resume it") from None
-                if not data:
-                    break
-                if done + len(data) > limit:
-                    return limit + 1  # more than may be written: the caller refuses it
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                hasher.update(data)
-                done += len(data)
-                if progress:
-                    progress(done, total)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        os.fsync(fd)
         return done
 
-    def _finish(self, expected: str, url: str, partial: Path, hasher, done: int, *,  # noqa: ANN001
+    def _finish(self, expected: str, url: str, partial: Path, fd: int, hasher, done: int, *,  # noqa: ANN001
                 size: int | None, what: str, resumed: bool) -> None:
         actual = hasher.hexdigest()
         if actual != expected or (size is not None and done != size):
@@ -378,9 +483,14 @@ class ArtefactStore:
                 hint += " (the resumed partial download was discarded: run again to fetch from zero)"
             raise _Failure(message, hint, actual)
         final = self.path(expected)
-        os.chmod(partial, 0o444)
+        os.fchmod(fd, 0o444)
         os.replace(partial, final)
-        dir_fd = os.open(final.parent, os.O_RDONLY)
+        held, now = os.fstat(fd), os.lstat(final)
+        if (held.st_dev, held.st_ino) != (now.st_dev, now.st_ino):  # replaced between the hash and the rename
+            final.unlink(missing_ok=True)
+            raise _Failure(f"{what}: the partial download {partial} was replaced while the store wrote it; "
+                           "nothing was stored", "run again")
+        dir_fd = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             os.fsync(dir_fd)
         finally:
