@@ -37,7 +37,7 @@ def test_fetch_verifies_and_stores_read_only(http_serve, tmp_path):
     assert got == tmp_path / "sha256" / DIGEST == store.path(DIGEST) == store.path("sha256:" + DIGEST)
     assert got.read_bytes() == BODY
     assert stat.S_IMODE(os.stat(got).st_mode) == 0o444
-    assert stored_files(tmp_path) == [f"sha256/{DIGEST}"]  # no partial left behind
+    assert stored_files(tmp_path) == [f"sha256/{DIGEST}", f"verified/{DIGEST}"]  # no partial left behind
     assert calls[0] == (0, len(BODY)) and calls[-1] == (len(BODY), len(BODY))
     assert [d for d, _ in calls] == sorted(d for d, _ in calls)
     assert store.has(DIGEST) and store.has(DIGEST, len(BODY)) and not store.has(DIGEST, len(BODY) + 1)
