@@ -4,6 +4,7 @@ the generated Ansible tree in the same directory (as the original wrote it)."""
 from __future__ import annotations
 
 import fcntl
+import hmac
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -63,31 +64,42 @@ class Project:
         return lock
 
 
+#: The first bytes of a memo; a memo of another format is ignored (and written again).
+MEMO_MAGIC = b"anklume-infra-memo 2\n"
+
+
 def load_infra_memo(data: bytes, file: str, memo_dir: Path) -> Infra:
     """``load_infra``, memoised by content: parsing and validating a 10,000-machine
     file takes seconds, decoding its recorded model milliseconds.
 
-    The key is blake3 over this anklume's version and the exact bytes, so any
-    edit (or another anklume) misses; only models that round-trip exactly are
-    recorded, and only valid files are.  A memo that cannot be read or written
-    is ignored: it only ever saves time.
+    The memo's name is blake3 over this anklume's version and the exact bytes, so any
+    edit (or another anklume) misses.  Its content is checked before it is used: it is
+    :data:`MEMO_MAGIC`, a 32-byte blake3 MAC of the payload keyed by the source bytes
+    (and the version), then the msgpack payload; a memo whose MAC does not match (edited,
+    corrupted, or recorded for other bytes) is ignored and written again.  Only models
+    that round-trip exactly are recorded, and only valid files are.  A memo that cannot be
+    read or written is ignored: it only ever saves time.
     """
-    key = blake3.blake3(f"anklume-infra-memo\0{__version__}\0".encode() + data).hexdigest()
+    prefix = f"anklume-infra-memo\0{__version__}\0".encode()
+    key = blake3.blake3(prefix + data).hexdigest()
+    mac_key = blake3.blake3(b"anklume-infra-memo-mac\0" + prefix + data).digest()
     path = memo_dir / f"{key}.msgpack"
     try:
         cached = read_or_none(path) if memo_dir.is_dir() else None
     except OSError:
         cached = None
-    if cached is not None:
-        try:
-            return msgspec.msgpack.decode(cached, type=Infra)
-        except msgspec.DecodeError:
-            pass
+    if cached is not None and cached.startswith(MEMO_MAGIC):
+        mac, payload = cached[len(MEMO_MAGIC):len(MEMO_MAGIC) + 32], cached[len(MEMO_MAGIC) + 32:]
+        if hmac.compare_digest(mac, blake3.blake3(payload, key=mac_key).digest()):
+            try:
+                return msgspec.msgpack.decode(payload, type=Infra)
+            except msgspec.DecodeError:
+                pass
     infra = load_infra(data, file)
     encoded = msgspec.msgpack.encode(infra)
     try:
         if msgspec.msgpack.decode(encoded, type=Infra) == infra:
-            atomic_write(path, encoded)
+            atomic_write(path, MEMO_MAGIC + blake3.blake3(encoded, key=mac_key).digest() + encoded)
     except (OSError, msgspec.DecodeError):
         pass
     return infra

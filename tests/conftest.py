@@ -23,3 +23,21 @@ def http_serve() -> Iterator:
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def bad_serve() -> Iterator:
+    """A factory of misbehaving loopback HTTP servers (tests.support.badserve), stopped after the test."""
+    from tests.support.badserve import BadServer
+
+    servers: list[BadServer] = []
+
+    def start(routes) -> BadServer:
+        server = BadServer(routes)
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()

@@ -37,7 +37,7 @@ def test_fetch_verifies_and_stores_read_only(http_serve, tmp_path):
     assert got == tmp_path / "sha256" / DIGEST == store.path(DIGEST) == store.path("sha256:" + DIGEST)
     assert got.read_bytes() == BODY
     assert stat.S_IMODE(os.stat(got).st_mode) == 0o444
-    assert stored_files(tmp_path) == [f"sha256/{DIGEST}"]  # no partial left behind
+    assert stored_files(tmp_path) == [f"sha256/{DIGEST}", f"verified/{DIGEST}"]  # no partial left behind
     assert calls[0] == (0, len(BODY)) and calls[-1] == (len(BODY), len(BODY))
     assert [d for d, _ in calls] == sorted(d for d, _ in calls)
     assert store.has(DIGEST) and store.has(DIGEST, len(BODY)) and not store.has(DIGEST, len(BODY) + 1)
@@ -96,13 +96,12 @@ def test_corrupted_download_names_both_digests_and_stores_nothing(http_serve, tm
     assert not store.has(DIGEST)
 
 
-def test_wrong_size_is_a_mismatch_even_before_the_digest(http_serve, tmp_path):
+def test_a_length_other_than_the_pinned_size_is_refused_before_the_body(http_serve, tmp_path):
     server = http_serve({PATH: BODY})
     with pytest.raises(ArtefactError) as info:
         ArtefactStore(tmp_path).ensure(DIGEST, [server.url + PATH], size=1000, what="blob")
-    assert info.value.message.startswith(f"sha256 mismatch for blob from {server.url + PATH}: expected {DIGEST}")
-    assert "or more, expected 1000" in info.value.message
-    assert server.sent[0] <= len(BODY)
+    assert info.value.message == f"blob: {server.url + PATH} announces {len(BODY)} bytes, the lock pins 1000"
+    assert "nothing was stored" in info.value.hint
     assert stored_files(tmp_path) == []
 
 

@@ -60,11 +60,14 @@ class OllamaOriginal(Base):
     architecture: str  # "amd64" / "arm64" (release asset naming)
 
 
-class OllamaLocked(Base):
+class OllamaLocked(Base, omit_defaults=True):
     version: str
     asset: str  # "ollama-linux-amd64.tgz"
     url: str  # canonical GitHub release download URL
     sha256: str
+    # bytes of the asset (its Content-Length); None in locks written before it was pinned,
+    # which are left out when written, so re-locking keeps such a pin byte for byte
+    size: int | None = None
 
 
 class OllamaPin(Base):

@@ -176,8 +176,10 @@ class Provisioner:
         io = self.io(unit)
         io.mkdir(STAGING)
         tarball = f"{STAGING}/{spec['asset']}"
+        # the size comes from the lock, not the spec: adding it to the spec would re-apply every release
+        size = self.lock.ollama.locked.size if self.lock.ollama is not None else None
         self._place(unit, io, sha256=spec["sha256"], urls=self.sources.release_urls(spec["url"]), dest=tarball,
-                    what=f"Ollama {spec['version']} ({spec['asset']})")
+                    what=f"Ollama {spec['version']} ({spec['asset']})", size=size)
         prefix = spec["prefix"]
         flags = "-xzf" if spec["asset"].endswith(".tgz") else ("--zstd -xf" if spec["asset"].endswith(".zst") else "")
         if flags:

@@ -3,13 +3,17 @@
 Releases (protocols.md §3).  Every GitHub release carries ``sha256sum.txt``
 (``<hex>  ./<asset>`` lines, unsorted); the pin records the canonical
 ``https://github.com/ollama/ollama/releases/download/v<version>/<asset>`` URL and its
-sha256, whichever URL the checksums were fetched from.
+sha256, whichever URL the checksums were fetched from, and the asset's size: the
+``Content-Length`` the source gives to a ``HEAD`` of ``<base>/v<version>/<asset>``
+(GitHub redirects it to its CDN, which answers it).
 
 Mirror contract for releases.  A releases source (``ANKLUME_OLLAMA_RELEASES`` /
 ``global.sources.ollama_releases``) is a base URL laid out like GitHub's
 ``.../releases/download``:
 
-- ``<base>/v<version>/sha256sum.txt`` is the checksum file of that release;
+- ``<base>/v<version>/sha256sum.txt`` is the checksum file of that release, and
+  ``<base>/v<version>/<asset>`` each asset (only its length is asked at lock time: ``HEAD``,
+  or a ``GET`` of its first byte for a source that refuses ``HEAD``);
 - for ``version: latest`` anklume asks the source itself, so a mirror can answer too:
   if ``<base>`` ends in ``/download`` it requests ``<base minus /download>/latest/download/
   sha256sum.txt`` (GitHub's own form), otherwise ``<base>/latest/sha256sum.txt``.  The
@@ -38,6 +42,7 @@ from anklume.model.needs import RELEASE_ARCH
 from anklume.lock.schema import ModelBlob, ModelLocked, OllamaLocked
 from anklume.model.names import ModelName, parse_model_ref
 from anklume.resolve.fetched import Fetched, HttpStatusError
+from anklume.resolve.limits import CHECKSUMS_LIMIT, MANIFEST_LIMIT
 from anklume.sources import CANONICAL_OLLAMA_RELEASES, OLLAMA_REGISTRY_HOST, source_hint
 
 if TYPE_CHECKING:
@@ -119,12 +124,26 @@ def resolve_release(fetcher: Fetcher, base: str, version: str, arch: str) -> Oll
         asset = pick_asset(sums, arch)
     except ResolveError as err:
         raise ResolveError(f"Ollama v{version}: {err.message}", err.hint) from None
+    canonical = f"{CANONICAL_OLLAMA_RELEASES}/v{version}/{asset}"
     return OllamaLocked(
         version=version,
         asset=asset,
-        url=f"{CANONICAL_OLLAMA_RELEASES}/v{version}/{asset}",
+        url=canonical,
         sha256=sums[asset],
+        size=_asset_size(fetcher, f"{base}/v{version}/{asset}", canonical, source, version, asset),
     )
+
+
+def _asset_size(fetcher: Fetcher, url: str, canonical: str, source: str, version: str, asset: str) -> int:
+    """The asset's length from the releases source (HEAD; see Fetcher.content_length): the
+    store then never writes more than that, nor waits for more."""
+    try:
+        return fetcher.content_length(url, key=canonical, source=source, hint=source_hint("ollama_releases"))
+    except HttpStatusError as err:
+        if err.status != 404:
+            raise
+        raise ResolveError(f"Ollama v{version}: sha256sum.txt lists {asset} but {url} answered 404",
+                           source_hint("ollama_releases")) from None
 
 
 def _check_version(version: str) -> str:
@@ -143,7 +162,7 @@ def _latest_url(base: str) -> str:
 
 def _fetch_release_sums(fetcher: Fetcher, url: str, key: str, source: str, version: str) -> Fetched:
     try:
-        return fetcher.fetch(url, key=key, source=source, hint=source_hint("ollama_releases"))
+        return fetcher.fetch(url, key=key, source=source, hint=source_hint("ollama_releases"), limit=CHECKSUMS_LIMIT)
     except HttpStatusError as err:
         if err.status != 404:
             raise
@@ -248,6 +267,7 @@ def resolve_model(fetcher: Fetcher, registry_base: str | None, ref: str) -> Mode
             source=f"Ollama registry {base}",
             headers={"Accept": MANIFEST_ACCEPT},
             hint=source_hint("ollama_registry"),
+            limit=MANIFEST_LIMIT,
         )
     except HttpStatusError as err:
         if err.status != 404:

@@ -31,6 +31,7 @@ import msgspec
 from anklume.errors import OfflineMiss, ResolveError, SourceError
 from anklume.lock.schema import OpenWebUILocked
 from anklume.resolve.fetched import Fetched, HttpStatusError
+from anklume.resolve.limits import PYPI_LIMIT
 from anklume.sources import CANONICAL_PYPI, CANONICAL_PYPI_FILES, source_hint
 
 if TYPE_CHECKING:
@@ -204,7 +205,8 @@ def _fetch(fetcher: Fetcher, base: str, project: str, version: str | None, sourc
     path = f"/pypi/{project}/{version}/json" if version else f"/pypi/{project}/json"
     try:
         fetched: Fetched = fetcher.fetch(base + path, key=_key(project, version), source=source,
-                                         headers={"Accept": "application/json"}, hint=source_hint("pypi"))
+                                         headers={"Accept": "application/json"}, hint=source_hint("pypi"),
+                                         limit=PYPI_LIMIT)
     except HttpStatusError as err:
         if err.status != 404:
             raise

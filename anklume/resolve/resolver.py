@@ -18,7 +18,7 @@ from anklume.lock.schema import (ImageLocked, ImageOriginal, ModelLocked, Ollama
                                  OpenWebUILocked, OpenWebUIOriginal)
 from anklume.model.schema import Infra
 from anklume.resolve.gpus import GpuCard, join_inventory, parse_inventory_file, parse_nvidia_smi_csv
-from anklume.resolve.http import Fetcher
+from anklume.resolve.http import Fetcher, fetch_deadline
 from anklume.resolve.ollama import resolve_model, resolve_release
 from anklume.resolve.pypi import resolve_open_webui
 from anklume.resolve.simplestreams import resolve_image, resolve_local_image
@@ -31,7 +31,7 @@ class LiveResolver:
                  cache_dir: Path | None = None):
         self.sources = effective_sources(msgspec.structs.asdict(infra.global_.sources), env)
         self.offline = offline
-        self.fetcher = Fetcher(cache_dir or default_cache_dir(env), offline=offline)
+        self.fetcher = Fetcher(cache_dir or default_cache_dir(env), offline=offline, deadline=fetch_deadline(env))
         self.gpu_inventory_file = gpu_inventory
         self.nvidia_smi_file = nvidia_smi
         self._incus = None

@@ -33,6 +33,7 @@ import msgspec
 
 from anklume.errors import ResolveError, SourceError
 from anklume.lock.schema import ImageFile, ImageLocked
+from anklume.resolve.limits import CATALOGUE_LIMIT, Limit
 from anklume.sources import CANONICAL_IMAGES, source_hint
 
 if TYPE_CHECKING:
@@ -352,10 +353,15 @@ def resolve_image(
     base, canonical = base_url.rstrip("/"), canonical.rstrip("/")
     source = f"simplestreams {base}"
 
+    left = [CATALOGUE_LIMIT.size]  # what the index and the catalogues may still weigh, together
+
     def get(path: str) -> bytes:
-        return fetcher.fetch(
-            f"{base}/{path}", key=f"{canonical}/{path}", source=source, hint=source_hint("images")
+        body = fetcher.fetch(
+            f"{base}/{path}", key=f"{canonical}/{path}", source=source, hint=source_hint("images"),
+            limit=Limit(max(left[0], 1), CATALOGUE_LIMIT.what, total=CATALOGUE_LIMIT.size),
         ).body
+        left[0] -= len(body)
+        return body
 
     index_path = "streams/v1/index.json"
     paths = catalogue_paths(get(index_path), url=f"{base}/{index_path}")

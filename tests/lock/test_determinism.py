@@ -4,6 +4,7 @@ lock or the tree; the infra memo returns exactly what parsing returns."""
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -115,3 +116,49 @@ def test_invalid_files_are_not_memoised(tmp_path):
     with pytest.raises(InvalidInfra):
         load_infra_memo(b"project_name: x\nglobal: {}\ndomains: {a: {}}\n", "infra.yml", tmp_path)
     assert not list(tmp_path.glob("*.msgpack"))
+
+
+def _tamper_ip(memo_file, old: str, new: str) -> None:
+    """Rewrite the memoised model with one machine's address changed, as a valid memo of the
+    previous format would hold it (the payload after any header the memo has)."""
+    import msgspec
+
+    raw = memo_file.read_bytes()
+    for offset in range(len(raw)):
+        try:
+            doc = msgspec.msgpack.decode(raw[offset:])
+        except msgspec.DecodeError:
+            continue
+        if isinstance(doc, dict) and "domains" in doc:
+            break
+    else:
+        raise AssertionError("no msgpack payload in the memo")
+    patched = msgspec.msgpack.encode(doc).replace(old.encode(), new.encode())
+    assert patched != msgspec.msgpack.encode(doc)
+    memo_file.write_bytes(raw[:offset] + patched)
+
+
+def test_an_edited_memo_is_not_trusted(tmp_path):
+    text = (EXAMPLES / "gpu-workstation" / "infra.yml").read_bytes()
+    parsed = load_infra(text, "infra.yml")
+    load_infra_memo(text, "infra.yml", tmp_path)
+    (memo,) = tmp_path.glob("*.msgpack")
+    _tamper_ip(memo, "10.100.0.10", "10.100.0.99")
+    assert load_infra_memo(text, "infra.yml", tmp_path) == parsed
+    assert load_infra_memo(text, "infra.yml", tmp_path) == parsed  # and the memo was written again
+
+
+def test_an_edited_memo_changes_neither_the_lock_nor_the_tree(project):
+    from tests.lock.conftest import GPU_ARGS
+
+    assert project("lock", *GPU_ARGS).exit_code == 0
+    assert project("build", "--no-apply").exit_code == 0
+    (memo,) = (Path(project.env["ANKLUME_CACHE_DIR"]) / "infra").glob("*.msgpack")
+    _tamper_ip(memo, "10.100.0.10", "10.100.0.99")
+    assert project("lock", "--check").exit_code == 0
+    assert project("lock", *GPU_ARGS).exit_code == 0
+    assert project("build", "--no-apply").exit_code == 0
+    tree = b"".join(p.read_bytes() for p in sorted(project.root.rglob("*.yml")) if p.name != "infra.yml")
+    assert b"10.100.0.99" not in tree and b"10.100.0.99" not in project.lock_bytes
+    assert b"10.100.0.10" in tree
+    assert project("verify").exit_code == 0

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.support.bounded import within
 from tests.support.hyp import examples
 
 from anklume.errors import ResolveError, SourceError
@@ -23,7 +24,8 @@ from anklume.resolve.ollama import (
     resolve_release,
 )
 
-from tests.support.recorded import GEMMA, LLAMA, hermit_digests, sha256sum_txt
+from tests.support.recorded import (GEMMA, LLAMA, STANDIN_ASSET_SIZE, hermit_digests, release_asset_sizes,
+                                    sha256sum_txt)
 
 V0131_AMD64 = "4997753db0c578d24f8fc95d1538741609d72529ab6e913ecbf910ae919b0232"
 RELEASES = "/ollama/ollama/releases"
@@ -101,30 +103,40 @@ def test_pick_asset_never_takes_a_variant_and_lists_what_it_found():
 # -- releases over HTTP ------------------------------------------------------------------------
 
 
+def release_files(version: str, prefix: str = "") -> dict[str, bytes]:
+    return {f"{prefix}/v{version}/sha256sum.txt": sha256sum_txt(version)}
+
+
 def test_release_v0131_amd64(http_serve, fetcher):
-    server = http_serve({f"{RELEASES}/download/v0.13.1/sha256sum.txt": sha256sum_txt("0.13.1")})
-    pin = resolve_release(fetcher, server.url + f"{RELEASES}/download", "0.13.1", "amd64")
+    prefix = f"{RELEASES}/download"
+    server = http_serve(release_files("0.13.1", prefix), sizes=release_asset_sizes("0.13.1", prefix))
+    pin = resolve_release(fetcher, server.url + prefix, "0.13.1", "amd64")
     assert pin == OllamaLocked(
         version="0.13.1",
         asset="ollama-linux-amd64.tgz",
         url="https://github.com/ollama/ollama/releases/download/v0.13.1/ollama-linux-amd64.tgz",
         sha256=V0131_AMD64,
+        size=STANDIN_ASSET_SIZE,
     )
+    assert server.requests == [f"{prefix}/v0.13.1/sha256sum.txt", f"{prefix}/v0.13.1/ollama-linux-amd64.tgz"]
 
 
 def test_release_bare_binary_era(http_serve, fetcher):
-    server = http_serve({"/mirror/v0.3.6/sha256sum.txt": sha256sum_txt("0.3.6")})
+    server = http_serve(release_files("0.3.6", "/mirror"), sizes=release_asset_sizes("0.3.6", "/mirror"))
     pin = resolve_release(fetcher, server.url + "/mirror/", "v0.3.6", "arm64")
     assert (pin.asset, pin.sha256) == ("ollama-linux-arm64", hermit_digests()["0.3.6"]["ollama-linux-arm64"])
     assert pin.url == "https://github.com/ollama/ollama/releases/download/v0.3.6/ollama-linux-arm64"
+    assert pin.size == STANDIN_ASSET_SIZE
 
 
 def github_like_mirror(http_serve, version: str):
-    """latest/download/<asset> -> download/v<ver>/<asset> -> a CDN URL naming no version."""
+    """latest/download/<asset> -> download/v<ver>/<asset> -> a CDN URL naming no version; the
+    asset itself redirects to the CDN too, which answers HEAD with its length."""
     cdn = "/release-assets/github-production-release-asset/12345"
-    return http_serve({cdn: sha256sum_txt(version)}, redirects={
+    return http_serve({cdn: sha256sum_txt(version)}, sizes={cdn + "-asset": 1_234_567}, redirects={
         f"{RELEASES}/latest/download/sha256sum.txt": f"{RELEASES}/download/v{version}/sha256sum.txt",
         f"{RELEASES}/download/v{version}/sha256sum.txt": cdn + "?sp=r&rscd=attachment%3B+filename%3Dsha256sum.txt",
+        f"{RELEASES}/download/v{version}/ollama-linux-amd64.tgz": cdn + "-asset?sp=r",
     })
 
 
@@ -132,7 +144,7 @@ def test_latest_through_a_redirecting_mirror_then_offline(http_serve, tmp_path):
     server = github_like_mirror(http_serve, "0.13.1")
     pin = resolve_release(Fetcher(cache_dir=tmp_path, timeout=2), server.url + f"{RELEASES}/download", "latest",
                           "amd64")
-    assert (pin.version, pin.sha256) == ("0.13.1", V0131_AMD64)
+    assert (pin.version, pin.sha256, pin.size) == ("0.13.1", V0131_AMD64, 1_234_567)
     assert server.requests[0] == f"{RELEASES}/latest/download/sha256sum.txt"
     server.stop()
     offline = resolve_release(Fetcher(cache_dir=tmp_path, offline=True), "http://127.0.0.1:9/x/download", "latest",
@@ -141,7 +153,7 @@ def test_latest_through_a_redirecting_mirror_then_offline(http_serve, tmp_path):
 
 
 def test_latest_on_a_base_without_download_suffix(http_serve, fetcher):
-    server = http_serve({"/m/v0.12.10/sha256sum.txt": sha256sum_txt("0.12.10")},
+    server = http_serve(release_files("0.12.10", "/m"), sizes=release_asset_sizes("0.12.10", "/m"),
                         redirects={"/m/latest/sha256sum.txt": "/m/v0.12.10/sha256sum.txt"})
     pin = resolve_release(fetcher, server.url + "/m", "latest", "amd64")
     assert pin.version == "0.12.10"
@@ -156,8 +168,8 @@ def test_latest_without_a_revealing_redirect_is_an_error(http_serve, fetcher):
 
 
 def test_release_mirror_invariance(http_serve, tmp_path):
-    files = {"/a/v0.13.1/sha256sum.txt": sha256sum_txt("0.13.1")}
-    one, two = http_serve(files), http_serve(files)
+    files = release_files("0.13.1", "/a")
+    one, two = (http_serve(files, sizes=release_asset_sizes("0.13.1", "/a")) for _ in range(2))
     pins = [resolve_release(Fetcher(cache_dir=tmp_path / str(i), timeout=2), s.url + "/a", "0.13.1", "amd64")
             for i, s in enumerate((one, two))]
     assert msgspec.json.encode(pins[0]) == msgspec.json.encode(pins[1])
@@ -175,6 +187,81 @@ def test_release_without_the_arch_names_the_version(http_serve, fetcher):
     server = http_serve({"/v0.13.1/sha256sum.txt": sha256sum_txt("0.13.1")})
     with pytest.raises(ResolveError, match=r"Ollama v0.13.1: no ollama-linux-riscv64 build"):
         resolve_release(fetcher, server.url, "0.13.1", "riscv64")
+
+
+# -- the size of a release's asset ------------------------------------------------------------------
+
+SUMS = "/v0.13.1/sha256sum.txt"
+ASSET = "/v0.13.1/ollama-linux-amd64.tgz"
+
+
+def test_head_405_falls_back_to_a_ranged_get(http_serve, fetcher):
+    """A server that refuses HEAD (405) and serves ranges: the size is Content-Range's total."""
+    body = b"tarball bytes" * 100
+    server = http_serve({SUMS: sha256sum_txt("0.13.1"), ASSET: body}, ranges=True, head_status={ASSET: 405})
+    pin = resolve_release(fetcher, server.url, "0.13.1", "amd64")
+    assert pin.size == len(body)
+    assert server.headers[-1]["Range"] == "bytes=0-0" and server.sent[-1] == 1
+
+
+def test_a_full_answer_to_the_ranged_get_is_not_read(bad_serve, fetcher):
+    """A server that ignores Range answers 200 with the whole tarball: its length is taken from
+    Content-Length and the body is never read (the connection is closed)."""
+    from tests.support.badserve import Misbehaviour
+
+    server = bad_serve({SUMS: Misbehaviour(body=sha256sum_txt("0.13.1")),
+                        ASSET: Misbehaviour(content_length=1_700_000_000, body=b"", endless=True)})
+    pin = within(10, lambda: resolve_release(fetcher, server.url, "0.13.1", "amd64"))
+    assert pin.size == 1_700_000_000
+    assert server.sent[-1] < 64 << 20
+
+
+def test_an_asset_listed_but_missing_is_an_error(http_serve, fetcher):
+    server = http_serve(release_files("0.13.1"))
+    with pytest.raises(ResolveError) as err:
+        resolve_release(fetcher, server.url, "0.13.1", "amd64")
+    assert err.value.message == (f"Ollama v0.13.1: sha256sum.txt lists ollama-linux-amd64.tgz but "
+                                 f"{server.url}{ASSET} answered 404")
+
+
+def test_an_asset_of_no_known_length_is_an_error(bad_serve, fetcher):
+    from tests.support.badserve import Misbehaviour
+
+    server = bad_serve({SUMS: Misbehaviour(body=sha256sum_txt("0.13.1")),
+                        ASSET: Misbehaviour(content_length=None, body=b"")})
+    with pytest.raises(SourceError) as err:
+        within(10, lambda: resolve_release(fetcher, server.url, "0.13.1", "amd64"))
+    assert err.value.message == (f"Ollama releases {server.url}: cannot learn the size of {server.url}{ASSET}: "
+                                 "it answers with no Content-Length, to HEAD or to a GET of its first byte")
+
+
+def test_offline_answers_the_size_from_the_cache_and_names_a_missing_one(http_serve, tmp_path):
+    from anklume.errors import OfflineMiss
+
+    server = http_serve(release_files("0.13.1"), sizes=release_asset_sizes("0.13.1"))
+    url = server.url
+    online = resolve_release(Fetcher(cache_dir=tmp_path, timeout=2), url, "0.13.1", "amd64")
+    server.stop()
+    assert resolve_release(Fetcher(cache_dir=tmp_path, offline=True), url, "0.13.1", "amd64") == online
+    for entry in (tmp_path / "index").iterdir():  # a cache filled by an anklume that asked no size
+        if b'"HEAD ' in entry.read_bytes():
+            entry.unlink()
+    with pytest.raises(OfflineMiss) as err:
+        resolve_release(Fetcher(cache_dir=tmp_path, offline=True), url, "0.13.1", "amd64")
+    assert err.value.message.startswith("offline: HEAD https://github.com/ollama/ollama/releases/download/v0.13.1/"
+                                        "ollama-linux-amd64.tgz is not in the cache")
+
+
+def test_a_lock_written_before_sizes_were_pinned_still_reads(tmp_path):
+    from anklume.lock.codec import decode_lock, encode_lock
+    from tests.support.lockfiles import LOCKFILES
+
+    data = (LOCKFILES / "gpu-workstation.lock").read_bytes()
+    old = data.replace(f'      "size": {STANDIN_ASSET_SIZE},\n'.encode(), b"")
+    assert old != data
+    lock = decode_lock(old)
+    assert lock.ollama.locked.size is None
+    assert encode_lock(lock) == old  # re-locking keeps an old pin byte for byte
 
 
 # -- model names -----------------------------------------------------------------------------------

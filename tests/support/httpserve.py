@@ -9,10 +9,14 @@
 - `status`: {path: code} answers that code (with an empty body) instead of the content.
 - `delay`: seconds to wait before answering (a number for every path, or {path: seconds}), for
   timeout tests.
-- `ranges=True`: a `Range: bytes=N-` request gets 206 and the bytes from N (with Content-Range);
+- `ranges=True`: a `Range: bytes=N-` (or `bytes=N-M`) request gets 206 and the bytes from N (to M)
+  with Content-Range;
   otherwise Range is ignored (200, the whole body), as many servers do.
 - `cut_after`: {path: n} sends the full headers but only the first n body bytes, then closes the
   connection (a transfer cut short); one-shot: the entry is removed when used.
+- `sizes`: {path: n} answers HEAD with 200 and `Content-Length: n`, and GET with 404: a stand-in
+  for a file whose bytes the test does not have (a release asset the recordings only name).
+- `head_status`: {path: code} answers a HEAD of that path with that code (a server refusing HEAD).
 - `srv.requests` lists the request paths (query string included) in order, `srv.hits(path)` counts
   them; `srv.headers` keeps each request's headers; `srv.sent` the body bytes sent for each.
 Anything else is a 404. Only GET and HEAD are served.
@@ -41,6 +45,8 @@ class StaticHTTPServer:
         response_headers: dict[str, dict[str, str]] | None = None,
         ranges: bool = False,
         cut_after: dict[str, int] | None = None,
+        sizes: dict[str, int] | None = None,
+        head_status: dict[str, int] | None = None,
     ) -> None:
         self.files: dict[str, bytes] = {}
         self.root: Path | None = None
@@ -55,6 +61,8 @@ class StaticHTTPServer:
         self.response_headers = {k: dict(v) for k, v in (response_headers or {}).items()}
         self.ranges = ranges
         self.cut_after = dict(cut_after or {})
+        self.sizes = dict(sizes or {})
+        self.head_status = dict(head_status or {})
         self.requests: list[str] = []
         self.headers: list[dict[str, str]] = []
         self.sent: list[int] = []
@@ -142,11 +150,20 @@ def _make_handler(server: StaticHTTPServer):
             wait = server._delay_for(path)
             if wait:
                 time.sleep(wait)
+            if head and path in server.head_status:
+                self._send(server.head_status[path], b"", "text/plain", head)
+                return
             if path in server.status:
                 self._send(server.status[path], b"", "text/plain", head)
                 return
             if path in server.redirects:
                 self._send(302, b"", "text/plain", head, {"Location": server.redirects[path]})
+                return
+            if path in server.sizes:
+                if head:
+                    self._send(200, b"", "application/octet-stream", head, length=server.sizes[path])
+                else:
+                    self._send(404, b"no bytes for a stand-in size\n", "text/plain", head)
                 return
             body = server._lookup(path)
             if body is None:
@@ -156,24 +173,26 @@ def _make_handler(server: StaticHTTPServer):
                 mimetypes.guess_type(path)[0] or "application/octet-stream"
             )
             extra = dict(server.response_headers.get(path) or {})
-            start = _range_start(self.headers.get("Range")) if server.ranges else None
+            start, end = _range(self.headers.get("Range")) if server.ranges else (None, None)
             if start is not None and start >= len(body):
                 self._send(416, b"", "text/plain", head, {"Content-Range": f"bytes */{len(body)}"})
                 return
             if start is not None:
-                extra["Content-Range"] = f"bytes {start}-{len(body) - 1}/{len(body)}"
-                self._send(206, body[start:], ctype, head, extra)
+                last = min(end, len(body) - 1) if end is not None else len(body) - 1
+                extra["Content-Range"] = f"bytes {start}-{last}/{len(body)}"
+                self._send(206, body[start:last + 1], ctype, head, extra)
                 return
             self._send(200, body, ctype, head, extra)
 
-        def _send(self, code: int, body: bytes, ctype: str, head: bool, extra: dict | None = None) -> None:
+        def _send(self, code: int, body: bytes, ctype: str, head: bool, extra: dict | None = None,
+                  length: int | None = None) -> None:
             path = unquote(urlsplit(self.path).path)
             with server._lock:
                 cut = server.cut_after.pop(path, None) if not head and code < 300 else None
             try:
                 self.send_response(code)
                 self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Content-Length", str(len(body) if length is None else length))
                 for name, value in (extra or {}).items():
                     self.send_header(name, value)
                 self.end_headers()
@@ -197,9 +216,11 @@ def _make_handler(server: StaticHTTPServer):
     return Handler
 
 
-def _range_start(value: str | None) -> int | None:
-    """N of a ``bytes=N-`` Range header (the only form served), else None."""
-    if not value or not value.startswith("bytes=") or not value.endswith("-"):
-        return None
-    number = value[len("bytes="):-1]
-    return int(number) if number.isdigit() else None
+def _range(value: str | None) -> tuple[int | None, int | None]:
+    """(N, M or None) of a ``bytes=N-`` or ``bytes=N-M`` Range header (the forms served), else (None, None)."""
+    if not value or not value.startswith("bytes="):
+        return None, None
+    first, _, last = value[len("bytes="):].partition("-")
+    if not first.isdigit() or not (last.isdigit() or last == "") or (last and int(last) < int(first)):
+        return None, None
+    return int(first), int(last) if last else None

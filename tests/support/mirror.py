@@ -1,6 +1,6 @@
 """A loopback mirror of the recorded real data in tests/fixtures: the
 simplestreams catalogue, the Ollama manifests, the Ollama release checksum
-files and PyPI's JSON answers for open-webui, laid out as anklume's sources expect.  Used by the tests, the lockfiles
+files (and stand-in sizes of their assets, answered to HEAD) and PyPI's JSON answers for open-webui, laid out as anklume's sources expect.  Used by the tests, the lockfiles
 of the examples and ``scripts/demo.sh``.
 
     with RecordedMirror() as mirror:
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tests.support.httpserve import StaticHTTPServer
 from tests.support.recorded import (GEMMA, LLAMA, catalogue, hermit_digests, index_for, pypi_files, pypi_project,
-                                    sha256sum_txt)
+                                    release_asset_sizes, sha256sum_txt)
 
 #: Where each recorded manifest is served: the registry path of the real model.
 MANIFESTS = {
@@ -46,8 +46,9 @@ def recorded_files() -> dict[str, bytes]:
 class RecordedMirror(StaticHTTPServer):
     def __init__(self) -> None:
         files = recorded_files()
+        sizes = {path: n for version in hermit_digests() for path, n in release_asset_sizes(version, "/releases").items()}
         super().__init__(files, content_types={p: "application/vnd.docker.distribution.manifest.v2+json"
-                                               for p in MANIFESTS})
+                                               for p in MANIFESTS}, sizes=sizes)
         self.digests = {p: "sha256:" + hashlib.sha256(files[p]).hexdigest() for p in MANIFESTS}
 
     def env(self) -> dict[str, str]:

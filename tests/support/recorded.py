@@ -113,6 +113,18 @@ def pypi_files(doc: dict, *, per_version: bool = True, prefix: str = "") -> dict
     return files
 
 
+#: The recordings hold no release asset sizes (hermit records digests only; sha256sum.txt names
+#: none): the mirror answers a HEAD of any asset with this stand-in length.  Real
+#: ollama-linux-amd64 tarballs weigh 1.2 to 2 GB.
+STANDIN_ASSET_SIZE = 1_600_000_000
+
+
+def release_asset_sizes(version: str, prefix: str = "") -> dict[str, int]:
+    """{path: stand-in size} of every asset of release ``version`` under ``prefix``, for a
+    StaticHTTPServer's ``sizes`` (HEAD answers)."""
+    return {f"{prefix}/v{version}/{asset}": STANDIN_ASSET_SIZE for asset in hermit_digests()[version]}
+
+
 def sha256sum_txt(version: str) -> bytes:
     """A release's sha256sum.txt as the release workflow writes it (``./`` names, unsorted)."""
     assets = hermit_digests()[version]
