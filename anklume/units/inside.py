@@ -79,6 +79,15 @@ def record_key(kind: str, name: str) -> str:
     return f"{RECORD_PREFIX}{kind}.{safe}"
 
 
+def unrecorded(unit: Unit) -> str:
+    """Why a unit inside an instance is (re)applied when the instance carries no record of it:
+    never applied there, or the instance was re-created since."""
+    local = unit.name.split("/", 1)[1] if "/" in unit.name else unit.name
+    what = {"ollama": "the Ollama release", "wheel": "the Open WebUI wheel"}.get(unit.kind, f"{unit.kind} {local}")
+    return (f"{what} is not recorded as applied in instance {unit.object} "
+            f"(no {record_key(unit.kind, unit.name)} on it)")
+
+
 def manifest_path(models_dir: str, ref: str) -> str:
     """Where Ollama keeps model ``ref``'s manifest under ``models_dir``."""
     name = parse_model_ref(ref)
