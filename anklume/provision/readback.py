@@ -184,7 +184,7 @@ def leftover_findings(backend: Backend, infra: Infra, graph: Iterable[Unit], liv
     file read per manifest anklume did not place."""
     units = [u for u in graph if u.kind in ARTEFACT_KINDS]
     holders = {u.object for u in units}
-    planned = {u.spec["manifest"] for u in units if u.kind == "model"}
+    planned = {(u.object, u.spec["manifest"]) for u in units if u.kind == "model"}  # checked with their units
     found: list[Finding] = []
     for dname, _domain, mname, machine in iter_machines(infra):
         inst = live.get(f"instance:{mname}")
@@ -204,7 +204,7 @@ def leftover_findings(backend: Backend, infra: Infra, graph: Iterable[Unit], liv
             kind, _, path = line.partition(" ")
             if kind == "P":
                 found.append(Finding(uid, path, "absent", "a file left in transit by an interrupted transfer"))
-            elif kind == "M" and path not in planned:
+            elif kind == "M" and (mname, path) not in planned:
                 manifests.append(path)
         found += _half_placed(io, uid, mdir, manifests)
     return found
