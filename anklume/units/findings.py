@@ -123,8 +123,9 @@ def unit_findings(unit: Unit, obj: LiveObject | None) -> list[Finding]:
         out.append(Finding(uid, "config.user.anklume.key", unit.key, obj.key))
     spec = unit.spec
     out += _compare_config(uid, spec["config"], obj)
-    if unit.kind == "network" and obj.status not in (None, "Created"):
-        out.append(Finding(uid, "status", "Created", obj.status))
+    if unit.kind == "network":
+        if obj.status not in (None, "Created"):
+            out.append(Finding(uid, "status", "Created", obj.status))
     elif unit.kind == "volume":
         if obj.pool != spec["pool"]:
             out.append(Finding(uid, "pool", spec["pool"], obj.pool))
