@@ -6,6 +6,7 @@ shown only with ``-v``.  Exit codes (documented in the README):
 - 0: success / nothing to do
 - 1: an error (invalid input, stale lock, failed fetch, failed check)
 - 2: ``build --plan``: changes pending (not an error)
+- 130: interrupted (Ctrl-C), at the CLI boundary (``anklume.cli.run``)
 """
 
 from __future__ import annotations

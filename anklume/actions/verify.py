@@ -1,6 +1,7 @@
 """``anklume verify``: the lock is fresh, and every generated file's managed section is
 byte-for-byte what the lock renders; with ``--live``, the daemon and the artefacts placed in
-instances are what the lock says (findings: :mod:`anklume.units.findings`).
+instances are what the lock says (findings: :mod:`anklume.units.findings`), and nothing is left
+half-placed in them (:func:`anklume.provision.readback.leftover_findings`).
 
 Exit codes: 0 clean, 1 differences or findings (or an error).
 """
@@ -21,6 +22,7 @@ from anklume.lock.schema import Lock
 from anklume.model.schema import Infra
 from anklume.project import Project
 from anklume.provision.inputs import project_units
+from anklume.provision.readback import leftover_findings
 from anklume.resolve.gpus import parse_resources
 from anklume.units.findings import live_findings
 from anklume.render.managed import extract_managed, managed_block
@@ -71,7 +73,7 @@ def verify_live(project: Project, infra: Infra, lock: Lock, *, as_json: bool = F
     live = observe(graph, backend, exact_networks=True)
     cards = parse_resources(backend.resources()) if lock.gpus else []
     findings = live_findings(graph, live, lock, cards, owner=infra.project_name) + artefact_findings(
-        graph, live, backend, lock, deep=deep)
+        graph, live, backend, lock, deep=deep) + leftover_findings(backend, infra, graph, live)
     if as_json:
         out.print_json(json.dumps(findings_json(findings)))
     elif findings:

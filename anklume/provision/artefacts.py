@@ -2,19 +2,23 @@
 
 - ``ollama:m``: the pinned release is fetched once into the local store (sha256 checked while it
   streams), pushed into the instance, checked there again (a transfer that altered it is caught
-  with both digests), unpacked under ``/usr/local`` and marked (``lib/ollama/.anklume-release``
-  holds its sha256); the tarball is then removed from the instance;
+  with both digests), unpacked under ``/usr/local``, listed (``lib/ollama/.anklume-files``: the
+  sha256, size and path of every file unpacked, read by every check) and marked
+  (``lib/ollama/.anklume-release`` holds its sha256); the tarball is then removed from the instance;
 - ``model:m/<ref>``: the blobs the instance lacks (or holds with another digest) are fetched into
   the store and pushed, each under a temporary name, hashed in the instance, then renamed into
-  ``blobs/sha256-<hex>``; the manifest gets the exact pinned bytes.  Blobs already there with the
-  right digest are not sent again;
+  ``blobs/sha256-<hex>``.  Blobs already there with the right digest are not sent again.  The
+  manifest (the exact pinned bytes) comes last, renamed into place once every blob it names is
+  there: Ollama never sees a half-placed model.  One model at a time per instance (they share
+  blobs), each first removing the files in transit an interrupted transfer left;
 - ``wheel:m``: the pinned Open WebUI wheel, pushed to ``/var/cache/anklume/wheels/``;
 - ``role:m/<role>``: one ansible-runner run of the role against the generated tree, through
   anklume's own Incus connection plugin.
 
 Each unit's key is recorded on its instance (``user.anklume.unit.*``) only after it applied.
-:func:`anklume.provision.readback.check_artefacts` reads back what was placed: sizes and markers by default (one exec per
-instance), every byte re-hashed with ``deep=True``; ``build`` repairs what it finds.
+:func:`anklume.provision.readback.check_artefacts` reads back what was placed: the presence and size of every
+file by default (one exec per instance, one file read per release list), every byte re-hashed with ``deep=True``;
+``build`` repairs what it finds.
 """
 
 from __future__ import annotations
@@ -36,14 +40,17 @@ from anklume.model.needs import iter_machines
 from anklume.model.schema import Infra
 from anklume.project import Project
 from anklume.provision.inputs import roles_path, wheelhouse_dir
+from anklume.provision.readback import format_release_files, release_files_path
 from anklume.provision.runner import run_role
 from anklume.sources import (CANONICAL_OLLAMA_RELEASES, CANONICAL_PYPI, CANONICAL_PYPI_FILES,
                                      OLLAMA_REGISTRY_HOST, effective_sources)
 from anklume.store import ArtefactStore, hash_file
-from anklume.units.inside import RELEASE_MARKER, WHEEL_DIR, blob_path, record_key
+from anklume.units.inside import PARTIAL_SUFFIX, RELEASE_MARKER, STAGING, WHEEL_DIR, blob_path, record_key
 from anklume.units.unit import Unit
 
-STAGING = "/var/cache/anklume"
+#: Removes the files in transit (``*.anklume-partial``) of each directory given.
+_CLEAN_PARTIALS = ('for d do for f in "$d"/*' + PARTIAL_SUFFIX
+                   + '; do if [ -f "$f" ]; then rm -f "$f" || exit 1; fi; done; done')
 #: Transfers from this size on report their progress.
 PROGRESS_MIN = 64 << 20
 
@@ -104,6 +111,7 @@ class Provisioner:
         self.work_dir = work_dir or (self.store.root.parent / "runs")
         self.on_event = on_event
         self._record_lock = threading.Lock()
+        self._model_locks: dict[tuple[str, str], threading.Lock] = {}  # (project, instance) -> lock
         self.transferred: dict[str, int] = {}  # uid -> bytes pushed (for reports and tests)
 
     def io(self, unit: Unit) -> InstanceFiles:
@@ -137,6 +145,23 @@ class Provisioner:
                 step[0] = tenth
                 self._event(f"{unit.object}: {verb} {what}: {done >> 20} of {total >> 20} MiB")
         return report
+
+    def _models_lock(self, unit: Unit) -> threading.Lock:
+        with self._record_lock:
+            return self._model_locks.setdefault((unit.project, unit.object), threading.Lock())
+
+    @staticmethod
+    def _clean_partials(io, *dirs: str) -> None:
+        """Remove what interrupted transfers left in transit in ``dirs`` (none is in flight there:
+        one build per daemon, and each directory has one writer at a time)."""
+        io.exec(["/bin/sh", "-c", _CLEAN_PARTIALS, "anklume-clean", *dirs])
+
+    @staticmethod
+    def _write(io, path: str, data: bytes, *, tmp: str | None = None) -> None:
+        """``data`` to ``path`` whole or not at all: pushed beside it (or to ``tmp``), then renamed."""
+        tmp = tmp or f"{path}{PARTIAL_SUFFIX}"
+        io.push(tmp, data)
+        io.exec(["mv", "-f", tmp, path])
 
     def _place(self, unit: Unit, io, *, sha256: str, urls: list[str], dest: str, what: str,
                size: int | None = None, mode: int = 0o644, local: Path | None = None) -> None:
@@ -175,39 +200,70 @@ class Provisioner:
         spec = unit.spec
         io = self.io(unit)
         io.mkdir(STAGING)
+        self._clean_partials(io, STAGING)
         tarball = f"{STAGING}/{spec['asset']}"
         # the size comes from the lock, not the spec: adding it to the spec would re-apply every release
         size = self.lock.ollama.locked.size if self.lock.ollama is not None else None
         self._place(unit, io, sha256=spec["sha256"], urls=self.sources.release_urls(spec["url"]), dest=tarball,
                     what=f"Ollama {spec['version']} ({spec['asset']})", size=size)
         prefix = spec["prefix"]
-        flags = "-xzf" if spec["asset"].endswith(".tgz") else ("--zstd -xf" if spec["asset"].endswith(".zst") else "")
-        if flags:
-            io.exec(["tar", *flags.split(), tarball, "-C", prefix])
+        marker, listing = f"{prefix}/lib/ollama/{RELEASE_MARKER}", release_files_path(prefix)
+        io.exec(["rm", "-f", marker, listing])  # until the new release is whole and listed
+        zst = ["--zstd"] if spec["asset"].endswith(".zst") else []
+        if spec["asset"].endswith((".tgz", ".zst")):
+            io.exec(["tar", *zst, "-xzf" if not zst else "-xf", tarball, "-C", prefix])
+            names = member_names(io.exec(["tar", *zst, "-tzf" if not zst else "-tf", tarball]).stdout)
         else:  # a bare binary (releases up to 0.3.6)
             io.mkdir(f"{prefix}/bin")
             io.exec(["mv", "-f", tarball, f"{prefix}/bin/ollama"])
             io.exec(["chmod", "0755", f"{prefix}/bin/ollama"])
+            names = ["bin/ollama"]
         io.exec(["rm", "-f", tarball])
         io.mkdir(f"{prefix}/lib/ollama")
-        io.push(f"{prefix}/lib/ollama/{RELEASE_MARKER}", (spec["sha256"] + "\n").encode())
+        self._write(io, listing, format_release_files(self._unpacked(unit, io, prefix, names)))
+        io.push(marker, (spec["sha256"] + "\n").encode())
         self._event(f"{unit.object}: Ollama {spec['version']} placed under {prefix}")
+
+    @staticmethod
+    def _unpacked(unit: Unit, io, prefix: str, names: list[str]) -> list[tuple[str, int, str]]:
+        """(path under prefix, size, sha256) of each regular file (or link to one) the release put
+        there, read in the instance right after unpacking the checked tarball."""
+        paths = {f"{prefix}/{n}": n for n in names}
+        sizes = io.sizes(list(paths))
+        files = [p for p in paths if sizes.get(p) is not None]  # not the directories
+        hashes = io.sha256(files)
+        if not files or any(hashes.get(p) is None for p in files):
+            raise ProvisionError(f"{unit.object}: the Ollama release unpacked under {prefix} cannot be read back",
+                                 "run `anklume build` again")
+        return [(paths[p], sizes[p], hashes[p]) for p in files]
 
     def _apply_model(self, unit: Unit) -> None:
         spec = unit.spec
         mdir = spec["models_dir"]
         io = self.io(unit)
         blobs = {blob_path(mdir, d): (d, size) for d, size in spec["blobs"]}
-        missing = self._absent(io, blobs)
-        if missing:
-            io.mkdir(f"{mdir}/blobs")
-        for path in missing:
-            digest, size = blobs[path]
-            self._place(unit, io, sha256=digest, urls=self.sources.blob_urls(spec["name"], digest), dest=path,
-                        size=size, what=f"blob {digest[:19]} of {spec['name']}")
         manifest = self._manifest_bytes(unit)
-        io.mkdir(spec["manifest"].rsplit("/", 1)[0])
-        io.push(spec["manifest"], manifest)
+        # one model at a time in an instance: two models may share a blob, and the clean-up below
+        # must not remove another model's blob in transit
+        with self._models_lock(unit):
+            io.mkdir(f"{mdir}/blobs")
+            self._clean_partials(io, f"{mdir}/blobs")
+            missing = self._absent(io, blobs)
+            for path in missing:
+                digest, size = blobs[path]
+                self._place(unit, io, sha256=digest, urls=self.sources.blob_urls(spec["name"], digest), dest=path,
+                            size=size, what=f"blob {digest[:19]} of {spec['name']}")
+            # the manifest only once every blob it names is there (read again: an Ollama server
+            # starting meanwhile prunes the blobs no manifest names yet)
+            sizes = io.sizes(list(blobs))
+            gone = [p for p, (_d, size) in blobs.items() if sizes.get(p) != size]
+            if gone:
+                raise ProvisionError(f"{unit.object}: {spec['name']}: blob(s) {', '.join(gone)} went away while the "
+                                     "model was placed; its manifest was not written", "run `anklume build` again")
+            io.mkdir(spec["manifest"].rsplit("/", 1)[0])
+            # in transit beside the blobs, never under manifests/ (Ollama would list it as a model)
+            self._write(io, spec["manifest"], manifest,
+                        tmp=f"{mdir}/blobs/manifest-{spec['digest'].removeprefix('sha256:')}{PARTIAL_SUFFIX}")
         self._event(f"{unit.object}: {spec['name']} placed ({len(missing)} of {len(blobs)} blob(s) sent)")
 
     def _manifest_bytes(self, unit: Unit) -> bytes:
@@ -226,6 +282,7 @@ class Provisioner:
         spec = unit.spec
         io = self.io(unit)
         io.mkdir(WHEEL_DIR)
+        self._clean_partials(io, WHEEL_DIR)
         # path -> (sha256, size, local file or None: fetched through the store)
         wanted: dict[str, tuple[str, int, Path | None]] = {spec["path"]: (spec["sha256"], spec["size"], None)}
         if spec["wheelhouse"]:
@@ -255,3 +312,14 @@ class Provisioner:
         run_role(tree_root=self.project.root, domain=unit.project, machine=machine, role=role,
                  roles_path=[p for p in roles_path(self.project) if p.is_dir()], endpoint=self.endpoint,
                  work_dir=self.work_dir, on_event=(lambda text: self._event(f"{machine} {role}: {text}")))
+
+
+def member_names(listing: bytes) -> list[str]:
+    """The paths under the unpack directory named by ``tar -t`` (GNU tar and busybox print one
+    per line, as stored: ``./bin/ollama``, directories ending in ``/``)."""
+    names = []
+    for line in listing.decode("utf-8", "replace").splitlines():
+        name = line.strip().removeprefix("./")
+        if name and name != "." and not name.endswith("/"):
+            names.append(name)
+    return names

@@ -49,9 +49,16 @@ from anklume.units.unit import MANAGED_KEY, UNIT_KEY, LiveObject, Unit, uid_of
 
 DEFAULT_MODELS_DIR = "/root/.ollama/models"
 OLLAMA_PREFIX = "/usr/local"
+#: Where the Ollama release travels before it is unpacked (then removed).
+STAGING = "/var/cache/anklume"
 WHEEL_DIR = "/var/cache/anklume/wheels"
 #: The file recording which release was unpacked, under ``<prefix>/lib/ollama``.
 RELEASE_MARKER = ".anklume-release"
+#: The list of the files unpacked from the release, under ``<prefix>/lib/ollama``: one line
+#: ``<sha256> <size> <path under prefix>`` per file, written at placement, read by every check.
+RELEASE_FILES = ".anklume-files"
+#: The suffix of a file in transit (pushed, not yet checked and renamed into place).
+PARTIAL_SUFFIX = ".anklume-partial"
 #: Prefix of the instance config keys that record the keys of the units placed in it.
 RECORD_PREFIX = "user.anklume.unit."
 INSIDE_KINDS = ("ollama", "model", "wheel", "role")
@@ -70,6 +77,15 @@ def record_key(kind: str, name: str) -> str:
     if safe != local:
         safe += "-" + blake3.blake3(local.encode()).hexdigest()[:8]
     return f"{RECORD_PREFIX}{kind}.{safe}"
+
+
+def unrecorded(unit: Unit) -> str:
+    """Why a unit inside an instance is (re)applied when the instance carries no record of it:
+    never applied there, or the instance was re-created since."""
+    local = unit.name.split("/", 1)[1] if "/" in unit.name else unit.name
+    what = {"ollama": "the Ollama release", "wheel": "the Open WebUI wheel"}.get(unit.kind, f"{unit.kind} {local}")
+    return (f"{what} is not recorded as applied in instance {unit.object} "
+            f"(no {record_key(unit.kind, unit.name)} on it)")
 
 
 def manifest_path(models_dir: str, ref: str) -> str:

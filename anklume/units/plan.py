@@ -32,6 +32,7 @@ import msgspec
 
 from anklume.errors import EXIT_CHANGES, EXIT_OK
 from anklume.units.graph import Graph
+from anklume.units.inside import INSIDE_KINDS, unrecorded
 from anklume.units.key import short
 from anklume.units.unit import DELETE_ORDER, LiveObject, Unit
 
@@ -145,8 +146,8 @@ def _key_reasons(unit: Unit, obj: LiveObject, specs: SpecLookup) -> list[Reason]
 
 def _change(unit: Unit, obj: LiveObject | None, specs: SpecLookup, replace: bool) -> Change:
     if obj is None:
-        return Change(action="create", uid=unit.uid, key=unit.key,
-                      reasons=[Reason("object", text=f"{unit.kind} {unit.object} does not exist")])
+        return Change(action="create", uid=unit.uid, key=unit.key, reasons=[Reason("object", text=unrecorded(unit)
+                      if unit.kind in INSIDE_KINDS else f"{unit.kind} {unit.object} does not exist")])
     old_key = obj.key
     live_id = obj.identity()
     id_diff = [Reason(f"identity.{k}", live_id.get(k), v) for k, v in sorted(unit.identity.items())

@@ -66,6 +66,9 @@ class LiveObject(msgspec.Struct, frozen=True, kw_only=True):
     type: str | None = None  # instances: "container" / "virtual-machine"; networks: "bridge"
     pool: str | None = None  # volumes
     architecture: str | None = None  # instances
+    #: Config values Incus fills in from elsewhere when it creates the object, read by ``verify
+    #: --live`` only (a volume: its pool's ``volume.*`` defaults, see anklume.units.findings).
+    defaults: dict[str, str] = {}
 
     @property
     def uid(self) -> str:

@@ -48,3 +48,21 @@ def test_why_names_the_changed_fields(env, tmp_path):
 
     with pytest.raises(AnklumeError, match="no unit named nope"):
         why(env, infra2, lock2, "nope")
+
+
+def test_a_unit_inside_an_existing_instance_says_its_record_is_missing(env):
+    """A role added to a machine whose instance exists: the reason names the missing record, not a
+    missing "role <machine>"."""
+    doc = env.doc()
+    infra, lock = env.infra_lock(doc)
+    assert env.build(infra, lock) == 0
+    d1 = env.dom(1)
+    doc["domains"][d1]["machines"][f"{d1}-app"]["roles"] = ["base_system"]
+    infra2, lock2 = env.infra_lock(doc)
+    rc, text = why(env, infra2, lock2, f"role:{d1}-app/base_system")
+    assert rc == 0
+    assert text.splitlines() == [
+        f"role:{d1}-app/base_system: create",
+        f"  role base_system is not recorded as applied in instance {d1}-app "
+        f"(no user.anklume.unit.role.base_system on it)"], text
+    assert "does not exist" not in text

@@ -72,6 +72,57 @@ def test_config_key_added_by_hand(built):
     env.incus.incus("config", "unset", f"{d1}-app", "user.extra", "--project", d1)
 
 
+def test_keys_and_descriptions_added_by_hand(built):
+    """The whole config of each object is compared, not only the keys anklume wrote: a key added by
+    hand to a bridge, a project or a volume, and an edited description, are findings."""
+    env, infra, lock = built
+    d0 = env.dom(0)
+    inst = f"/1.0/instances/{d0}-web?project={d0}"
+    vol = f"/1.0/storage-pools/default/volumes/custom/{d0}-data?project={d0}"
+    env.incus.incus("query", "-X", "PATCH", inst, "--data", json.dumps({"description": "edited"}))
+    env.incus.incus("query", "-X", "PATCH", vol, "--data", json.dumps({"description": "notes"}))
+    env.incus.incus("project", "set", d0, "limits.instances=50")
+    env.incus.incus("storage", "volume", "set", "default", f"{d0}-data", "security.unmapped=true", "--project", d0)
+    env.incus.incus("network", "set", f"net-{d0}", "ipv4.dhcp=false")  # last: instances with an ip refuse edits
+    try:
+        rc, found = findings_of(env, infra, lock)
+        assert found == {
+            (f"network:{d0}", "config.ipv4.dhcp"): (None, "false"),
+            (f"project:{d0}", "config.limits.instances"): (None, "50"),
+            (f"volume:{d0}/{d0}-data", "config.security.unmapped"): (None, "true"),
+            (f"instance:{d0}-web", "description"): ("", "edited"),
+            (f"volume:{d0}/{d0}-data", "description"): ("", "notes"),
+        }
+        assert rc == 1
+    finally:
+        env.incus.incus("network", "unset", f"net-{d0}", "ipv4.dhcp")
+        env.incus.incus("project", "unset", d0, "limits.instances")
+        env.incus.incus("storage", "volume", "unset", "default", f"{d0}-data", "security.unmapped", "--project", d0)
+        env.incus.incus("query", "-X", "PATCH", inst, "--data", json.dumps({"description": ""}))
+        env.incus.incus("query", "-X", "PATCH", vol, "--data", json.dumps({"description": ""}))
+    assert findings_of(env, infra, lock) == (0, {})
+
+
+def test_keys_incus_fills_in_are_not_drift(env):
+    """The keys Incus writes on its own when it creates an object are not findings: here the
+    pool's volume.* defaults copied into a new volume; a default changed by hand is one."""
+    env.incus.incus("storage", "set", "default", "volume.snapshots.expiry", "1w")
+    try:
+        # another owner than the module's build: its objects are not this infra's orphans
+        infra, lock = env.infra_lock({**env.doc(), "project_name": "fills"})
+        assert env.build(infra, lock) == 0, env.out.getvalue()
+        d0 = env.dom(0)
+        volume = env.query(f"/1.0/storage-pools/default/volumes/custom/{d0}-data?project={d0}")
+        assert volume["config"]["snapshots.expiry"] == "1w"  # what the pool gave it
+        assert env.query(f"/1.0/projects/{d0}")["config"]["features.storage.buckets"] == "true"
+        rc, found = findings_of(env, infra, lock)
+        assert found == {} and rc == 0
+        env.incus.incus("storage", "volume", "set", "default", f"{d0}-data", "snapshots.expiry=2w", "--project", d0)
+        assert findings_of(env, infra, lock) == (1, {(f"volume:{d0}/{d0}-data", "config.snapshots.expiry"): (None, "2w")})
+    finally:
+        env.incus.incus("storage", "unset", "default", "volume.snapshots.expiry")
+
+
 def test_device_removed_by_hand(built):
     env, infra, lock = built
     d0 = env.dom(0)

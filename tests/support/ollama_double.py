@@ -198,19 +198,27 @@ def fake_library(version: str, size: int = 4096) -> bytes:
     return head + hashlib.shake_256(b"libggml " + version.encode()).digest(size - len(head))
 
 
-def build_ollama_tarball(version: str) -> bytes:
-    """The release tarball: bin/ollama (0755) and lib/ollama/<lib>, gzip, byte-for-byte stable."""
+def build_ollama_tarball(version: str, libraries: int = 0) -> bytes:
+    """The release tarball: bin/ollama (0755) and lib/ollama/<lib>, gzip, byte-for-byte stable.
+
+    ``libraries``: that many more libraries laid out like a real release's (in ``lib/ollama``,
+    ``cuda_v12/`` and ``cuda_v13/`` in turn), each a versioned file and a symlink to it: a real
+    v0.13 linux-amd64 release has about 30 entries."""
     t = DeterministicTar()
     t.file("bin/ollama", ollama_script(version), 0o755)
     t.file(f"lib/ollama/{LIB_NAME}", fake_library(version))
+    for i in range(libraries):
+        name = f"lib/ollama/{('', 'cuda_v12/', 'cuda_v13/')[i % 3]}libdouble-{i}.so"
+        t.file(f"{name}.1.0", fake_library(f"{version} {i}"))
+        t.symlink(name, f"libdouble-{i}.so.1.0")
     return gzip_bytes(t.tar_bytes())
 
 
-def build_ollama_release(version: str, arch: str = "amd64") -> tuple[bytes, bytes, str]:
+def build_ollama_release(version: str, arch: str = "amd64", libraries: int = 0) -> tuple[bytes, bytes, str]:
     """(tarball bytes, sha256sum.txt bytes, asset name) of the double's release `version`.
 
     sha256sum.txt has the real releases' line format (`<64 hex>  ./<asset>`, v0.3.7 on)."""
     asset = ASSET_TEMPLATE.format(arch=arch)
-    tarball = build_ollama_tarball(version)
+    tarball = build_ollama_tarball(version, libraries)
     sums = f"{hashlib.sha256(tarball).hexdigest()}  ./{asset}\n".encode()
     return tarball, sums, asset

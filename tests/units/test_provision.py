@@ -121,3 +121,25 @@ def test_records_live_on_the_instance():
     # an instance in another project is not this machine's
     other = msgspec.structs.replace(inst, project="elsewhere")
     assert inside_live([unit], {"ai-llm": other}) == {}
+
+
+def test_a_unit_without_its_record_says_so_not_that_the_machine_is_missing():
+    from anklume.units.plan import plan_changes
+
+    infra, lock = setup()
+    graph = build_units(infra, lock, ROLES)
+    inst = LiveObject(kind="instance", name="ai-llm", project="ai", object="ai-llm", config={})
+    plan = plan_changes(graph, inside_live([u for u in graph if u.object == "ai-llm"], {"ai-llm": inst}),
+                        specs=lambda key: None, prune=False, replace=False)
+    reasons = {c.uid: c.reasons[0].render() for c in plan.changes if c.uid.startswith(("role:ai-llm", "ollama:",
+                                                                                         "model:ai-llm/tiny"))}
+    assert reasons == {
+        "ollama:ai-llm/ollama": "the Ollama release is not recorded as applied in instance ai-llm "
+                                "(no user.anklume.unit.ollama.ollama on it)",
+        "model:ai-llm/tiny:1": "model tiny:1 is not recorded as applied in instance ai-llm "
+                               f"(no {record_key('model', 'ai-llm/tiny:1')} on it)",
+        "role:ai-llm/base_system": "role base_system is not recorded as applied in instance ai-llm "
+                                   "(no user.anklume.unit.role.base_system on it)",
+        "role:ai-llm/ollama_server": "role ollama_server is not recorded as applied in instance ai-llm "
+                                     "(no user.anklume.unit.role.ollama_server on it)",
+    }

@@ -26,7 +26,8 @@ def read_live(client: IncusClient, domains: Iterable[str], pools: Iterable[str] 
     is read on its own.  The mirror is cleared before a bridge is touched and set after its
     key is recorded, so it never names a key the bridge does not carry.  What it cannot see
     is a bridge deleted and re-created by hand under the same name: ``verify --live`` reads
-    the bridges themselves."""
+    the bridges themselves.  It also reads the storage pools (one more request), for the
+    defaults Incus copies from a pool into each new volume (:func:`volume_defaults`)."""
     domains = set(domains)
     live: dict[str, LiveObject] = {}
 
@@ -42,9 +43,12 @@ def read_live(client: IncusClient, domains: Iterable[str], pools: Iterable[str] 
     scoped = set(domains)
     mirrors: dict[str, dict[str, str]] = {}  # domain -> the mirrored config of its bridge
     # the network listing runs on its own connection while the others are read
+    pool_config: dict[str, dict[str, str]] = {}
+    if exact_networks:
+        pool_config = {p["name"]: p.get("config") or {} for p in client.get("storage-pools", recursion="1")}
     with ThreadPoolExecutor(max_workers=1) as pool:
         networks = pool.submit(client.get, "networks", **({"recursion": "1"} if exact_networks else {}))
-        _read_rest(client, domains, pools, scoped, put, mirrors)
+        _read_rest(client, domains, pools, scoped, put, mirrors, pool_config)
         listed = networks.result()
     if exact_networks:
         for n in listed:
@@ -70,7 +74,7 @@ def read_live(client: IncusClient, domains: Iterable[str], pools: Iterable[str] 
     return live
 
 def _read_rest(client: IncusClient, domains: set[str], pools: Iterable[str], scoped: set[str], put,
-               mirrors: dict[str, dict[str, str]]) -> None:
+               mirrors: dict[str, dict[str, str]], pool_config: Mapping[str, Mapping[str, str]]) -> None:
     for p in client.get("projects", recursion="1"):
         config = p.get("config") or {}
         if config.get(BRIDGE_MIRROR_KEY):  # a bridge shares its project's owner (both written by one build)
@@ -90,7 +94,7 @@ def _read_rest(client: IncusClient, domains: set[str], pools: Iterable[str], sco
         for vol in client.get(f"storage-pools/{pool}/volumes", recursion="1", **{"all-projects": "true"}):
             project = vol.get("project") or "default"
             if vol.get("type") == "custom" and project in scoped:
-                put(parse_volume(vol, project, pool))
+                put(parse_volume(vol, project, pool, pool_config.get(pool)))
 
 def refresh(client: IncusClient, live: Mapping[str, LiveObject], targets: Iterable[tuple[str, str, str, str, str | None]]
             ) -> dict[str, LiveObject]:
@@ -154,6 +158,26 @@ def parse_instance(inst: dict, project: str) -> LiveObject:
                       description=inst.get("description") or "", profiles=list(inst.get("profiles") or []),
                       status=inst.get("status"), type=inst.get("type"), architecture=inst.get("architecture"))
 
-def parse_volume(vol: dict, project: str, pool: str) -> LiveObject:
+def parse_volume(vol: dict, project: str, pool: str, pool_config: Mapping[str, str] | None = None) -> LiveObject:
+    """``pool_config``: the config of the volume's pool, when read (for :func:`volume_defaults`)."""
     return LiveObject(kind="volume", name=f"{project}/{vol['name']}", project=project, object=vol["name"],
-                      config=vol.get("config") or {}, description=vol.get("description") or "", pool=pool)
+                      config=vol.get("config") or {}, description=vol.get("description") or "", pool=pool,
+                      defaults=volume_defaults(pool_config) if pool_config is not None else {})
+
+
+#: What block-backed drivers (lvm, ceph, zfs in block mode) write into a new filesystem volume
+#: when neither the volume nor its pool (``volume.block.*``) names them (Incus's driver code; the
+#: test daemon's ``dir`` pool refuses ``block.*`` keys, so they cannot appear there).
+BLOCK_DEFAULTS = {"block.filesystem": "ext4", "block.mount_options": "discard"}
+
+
+def volume_defaults(pool_config: Mapping[str, str]) -> dict[str, str]:
+    """The config Incus copies into a new custom volume of a pool with ``pool_config``: each
+    ``volume.<key>`` of the pool as ``<key>`` (seen: ``volume.snapshots.expiry``,
+    ``volume.security.unmapped``), and the block-backed drivers' defaults."""
+    out = {k.removeprefix("volume."): v for k, v in pool_config.items() if k.startswith("volume.")}
+    for key, value in BLOCK_DEFAULTS.items():
+        out.setdefault(key, value)
+    if pool_config.get("lvm.stripes.size"):  # lvm copies this one without the volume. prefix
+        out.setdefault("lvm.stripes.size", pool_config["lvm.stripes.size"])
+    return out

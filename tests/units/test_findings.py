@@ -1,0 +1,57 @@
+"""Which config keys of a live object are Incus's own, and which are drift (pure)."""
+
+from __future__ import annotations
+
+from anklume.backends.incus.live import parse_volume, volume_defaults
+from anklume.units.findings import filled_by_incus
+from anklume.units.unit import LiveObject
+
+
+def obj(kind: str, **kw) -> LiveObject:
+    return LiveObject(kind=kind, name="n", project="p", object="n", **kw)
+
+
+def test_owned_prefixes_on_every_kind():
+    for kind in ("project", "network", "profile", "volume", "instance"):
+        assert filled_by_incus(obj(kind), {}, "volatile.x", "1")
+        assert filled_by_incus(obj(kind), {}, "user.anklume.key", "k")
+        assert not filled_by_incus(obj(kind), {}, "user.note", "1")
+
+
+def test_image_keys_only_on_instances():
+    assert filled_by_incus(obj("instance"), {}, "image.os", "debian")
+    assert not filled_by_incus(obj("profile"), {}, "image.os", "debian")
+
+
+def test_project_features_left_out_and_on():
+    assert filled_by_incus(obj("project"), {}, "features.storage.buckets", "true")
+    assert not filled_by_incus(obj("project"), {}, "features.storage.buckets", "false")
+    assert not filled_by_incus(obj("project"), {}, "limits.instances", "5")
+    assert not filled_by_incus(obj("project"), {}, "features.networks", "true")
+
+
+def test_bridge_fills_only_the_family_the_spec_left_out():
+    spec = {"ipv4.address": "10.0.0.254/24", "ipv4.nat": "true", "ipv6.address": "none"}
+    assert not filled_by_incus(obj("network"), spec, "ipv6.nat", "true")
+    assert not filled_by_incus(obj("network"), spec, "ipv4.dhcp", "false")
+    only_v4 = {"ipv4.address": "10.0.0.254/24"}
+    assert filled_by_incus(obj("network"), only_v4, "ipv6.address", "fd42::1/64")
+    assert filled_by_incus(obj("network"), only_v4, "ipv6.nat", "true")
+    assert not filled_by_incus(obj("network"), only_v4, "ipv6.nat", "false")
+
+
+def test_spec_keys_are_never_incus_s():
+    assert not filled_by_incus(obj("volume", defaults={"size": "1GiB"}), {"size": "2GiB"}, "size", "1GiB")
+
+
+def test_volume_defaults_from_its_pool():
+    pool = {"source": "/x", "volume.snapshots.expiry": "1w", "volume.block.filesystem": "xfs"}
+    assert volume_defaults(pool) == {"snapshots.expiry": "1w", "block.filesystem": "xfs",
+                                     "block.mount_options": "discard"}
+    vol = parse_volume({"name": "v", "config": {"snapshots.expiry": "1w"}}, "p", "default", pool)
+    assert filled_by_incus(vol, {}, "snapshots.expiry", "1w")
+    assert not filled_by_incus(vol, {}, "snapshots.expiry", "2w")
+    assert not filled_by_incus(vol, {}, "security.unmapped", "true")
+    assert filled_by_incus(vol, {}, "block.mount_options", "discard")
+    # read without its pool (the plan of a build): no defaults known
+    assert parse_volume({"name": "v"}, "p", "default").defaults == {}
