@@ -88,7 +88,9 @@ class InstanceWriter:
                 self.client.request("post", "instances", params=project, body=body)
                 status = "Stopped"
             except IncusApiError as err:
-                if "busy running" not in err.message and "already exists" not in err.message:
+                # what Incus 6.0 answers a POST racing a create of the same name (seen: all three)
+                if not any(text in err.message for text in ("busy running", "already exists",
+                                                            "UNIQUE constraint failed: instances.project_id")):
                     raise
                 # a killed build's create of this very instance still ran inside Incus when the plan
                 # was read: let it end, then take over what it made (or make it again when it made
