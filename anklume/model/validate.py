@@ -25,7 +25,7 @@ def validate_infra(infra: Infra, ctx: Context) -> None:
     ip_owner: dict[str, str] = {}
     for dname, domain in infra.domains.items():
         dpath = ("domains", dname)
-        if not DOMAIN_RE.match(dname):
+        if not DOMAIN_RE.fullmatch(dname):
             ctx.add(dpath, f"Domain '{dname}': invalid name (lowercase alphanumeric + hyphen)",
                     "use lowercase letters, digits and inner hyphens, e.g. 'homelab'")
         elif dname == "all":
@@ -44,17 +44,17 @@ def validate_infra(infra: Infra, ctx: Context) -> None:
         profiles = domain.profiles or {}
         for pname, profile in profiles.items():
             ppath = dpath + ("profiles", pname)
-            if not PROFILE_RE.match(pname):
+            if not PROFILE_RE.fullmatch(pname):
                 ctx.add(ppath, f"invalid profile name '{pname}'", "letters, digits, '-', '_' and '.'")
             for dev in (profile.get("devices") or {}):
-                if not DEVICE_RE.match(dev):
+                if not DEVICE_RE.fullmatch(dev):
                     ctx.add(ppath + ("devices", dev), f"invalid device name '{dev}'")
         network = None
         if base is not None:
             network = ipaddress.IPv4Network(f"{base}.{domain.subnet_id}.0/24")
         for mname, machine in (domain.machines or {}).items():
             mpath = dpath + ("machines", mname)
-            if not MACHINE_RE.match(mname):
+            if not MACHINE_RE.fullmatch(mname):
                 ctx.add(mpath, f"Machine '{mname}': invalid name",
                         "1-63 characters: lowercase letters, digits and inner hyphens, starting with a letter")
             if mname in machine_owner:
@@ -70,15 +70,15 @@ def validate_infra(infra: Infra, ctx: Context) -> None:
                                                      f"in domain '{dname}'",
                             f"define it under domains.{dname}.profiles, or use 'default'")
             for i, role in enumerate(machine.roles or []):
-                if not ROLE_RE.match(role):
+                if not ROLE_RE.fullmatch(role):
                     ctx.add(mpath + ("roles", i), f"invalid role name '{role}'",
                             "an Ansible role name: letters, digits, '_' (and '.' for collections)")
             for dev in (machine.devices or {}):
-                if not DEVICE_RE.match(dev):
+                if not DEVICE_RE.fullmatch(dev):
                     ctx.add(mpath + ("devices", dev), f"invalid device name '{dev}'")
             for vname, vol in (machine.storage_volumes or {}).items():
                 vpath = mpath + ("storage_volumes", vname)
-                if not DEVICE_RE.match(vname):
+                if not DEVICE_RE.fullmatch(vname):
                     ctx.add(vpath, f"invalid storage volume name '{vname}'")
                 if not str(vol.get("path", "")).startswith("/"):
                     ctx.add(vpath + ("path",), "the mount path must be absolute", "e.g. /root/.ollama")
@@ -97,7 +97,7 @@ def validate_infra(infra: Infra, ctx: Context) -> None:
                 else:
                     seen[full] = ref
             for var in (machine.vars or {}):
-                if not ANSIBLE_VAR_RE.match(str(var)):
+                if not ANSIBLE_VAR_RE.fullmatch(str(var)):
                     ctx.add(mpath + ("vars", var), f"'{var}' is not a valid Ansible variable name",
                             "letters, digits and '_', not starting with a digit")
                 elif (var.startswith("instance_") or var.startswith("anklume_")) and var not in USER_SETTINGS:

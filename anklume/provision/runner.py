@@ -174,7 +174,7 @@ def _environment(roles_path: Sequence[Path], data_dir: Path) -> dict[str, str]:
 
 
 def _check_name(kind: str, value: str, pattern) -> None:
-    if not isinstance(value, str) or not pattern.match(value):
+    if not isinstance(value, str) or not pattern.fullmatch(value):
         raise AnklumeError(f"invalid {kind} name {value!r}", f"a {kind} name must match {pattern.pattern}")
 
 

@@ -34,8 +34,8 @@ SMI_FIELDS = ("index", "uuid", "name", "pci.bus_id", "memory.total")
 _PCI = re.compile(r"(?:([0-9a-fA-F]{1,8}):)?([0-9a-fA-F]{2}):([0-9a-fA-F]{2})\.([0-7])")
 _NOT_AVAILABLE = {"", "n/a", "[n/a]", "[not supported]", "[unknown error]"}
 
-PciAddress = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")]
-PciId = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{4}$")]
+PciAddress = Annotated[str, msgspec.Meta(pattern=r"\A[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]\Z")]
+PciId = Annotated[str, msgspec.Meta(pattern=r"\A[0-9a-f]{4}\Z")]
 
 
 class GpuCard(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -50,7 +50,7 @@ CANONICAL_LATEST = CANONICAL_OLLAMA_RELEASES.removesuffix("/download") + "/lates
 _SUM_LINE = re.compile(r"([0-9a-fA-F]{64}) [ *](\S.*)")
 _VERSION = re.compile(r"[0-9]+(\.[0-9]+)*(-[0-9A-Za-z.]+)?")
 _ARCH = re.compile(r"[a-z0-9_]+")
-_VERSIONED_SUMS = re.compile(r"/v([0-9][0-9A-Za-z.\-]*)/sha256sum\.txt$")
+_VERSIONED_SUMS = re.compile(r"/v([0-9][0-9A-Za-z.\-]*)/sha256sum\.txt\Z")
 
 
 def parse_sha256sum(text: str, *, source: str = "sha256sum.txt") -> dict[str, str]:
@@ -188,7 +188,7 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 class _Blob(msgspec.Struct, frozen=True):
     mediaType: Annotated[str, msgspec.Meta(min_length=1)]
-    digest: Annotated[str, msgspec.Meta(pattern=r"^sha256:[0-9a-f]{64}$")]
+    digest: Annotated[str, msgspec.Meta(pattern=r"\Asha256:[0-9a-f]{64}\Z")]
     size: Annotated[int, msgspec.Meta(ge=0)]
 
     def pinned(self) -> ModelBlob:
