@@ -1,5 +1,6 @@
 """``anklume verify`` (offline part): the lock is fresh, and every generated
-file's managed section is byte-for-byte what the lock renders."""
+file's managed section is byte-for-byte what the lock renders, and no managed
+key is set again outside it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 
 from anklume.project import Project
-from anklume.render.managed import extract_managed, managed_block
+from anklume.render.managed import UnmergeableFile, extract_managed, managed_block, managed_keys_outside
 from anklume.render.tree import render_tree
 from anklume.render.write import read_tree_file
 
@@ -26,10 +27,21 @@ def do_verify(infra_file: Path, *, live: bool = False, as_json: bool = False, en
     for rel, body in rendered.items():
         expected = managed_block(body)
         text = read_tree_file(project.root / rel, rel)  # never through a link, like build
-        actual = None if text is None else extract_managed(text)
-        if actual == expected:
+        try:
+            actual = None if text is None else extract_managed(text)
+            stray = [] if actual is None else managed_keys_outside(text, body)
+        except UnmergeableFile as exc:  # markers that do not make one section
+            differences += 1
+            out.print(f"{rel}: {exc.message}")
+            continue
+        for key, line in stray:  # YAML keeps the last value: this one overrides the managed one
+            out.print(f"{rel}:{line}: the managed key '{key}' is also set outside the managed section "
+                      "(its value there overrides the managed one); delete it, or set it in infra.yml")
+        if actual == expected and not stray:
             continue
         differences += 1
+        if actual == expected:
+            continue
         if actual is None:
             out.print(f"{rel}: {'missing' if text is None else 'no managed section'}; run `anklume build`")
             continue

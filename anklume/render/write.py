@@ -178,7 +178,7 @@ def find_orphans(root: Path, rendered: Mapping[str, str]) -> list[Orphan]:
     ``domain_ephemeral: true`` (group_vars); an orphan ``inventory/<d>.yml`` only when
     ``group_vars/<d>.yml`` says so (the original deleted it whatever the domain).  A
     missing key, a section that does not parse, a file without a managed section (not
-    written by anklume) or a link is protected.
+    written by anklume), one whose markers do not make one section, or a link is protected.
     """
     root = Path(root)
     orphans: list[Orphan] = []
@@ -206,7 +206,10 @@ def _orphan(root: Path, rel: str) -> Orphan:
         return Orphan(path, True, f"cannot read it: {exc.message}")
     if text is None:
         return Orphan(path, False, "already gone")
-    section = extract_managed(text)
+    try:
+        section = extract_managed(text)
+    except UnmergeableFile as exc:
+        return Orphan(path, True, f"its managed section is unclear: {exc.message}")
     if section is None:
         return Orphan(path, True, "no managed section: not written by anklume, remove it by hand")
     sub, _, name = rel.partition("/")
@@ -222,7 +225,10 @@ def _orphan(root: Path, rel: str) -> Orphan:
             return Orphan(path, True, f"cannot read {group_vars}: {exc.message}")
         if gtext is None:
             return Orphan(path, True, f"no {group_vars} says whether the domain was ephemeral")
-        section = extract_managed(gtext)
+        try:
+            section = extract_managed(gtext)
+        except UnmergeableFile as exc:
+            return Orphan(path, True, f"the managed section of {group_vars} is unclear: {exc.message}")
         if section is None:
             return Orphan(path, True, f"{group_vars} has no managed section")
         protected, why = _protection(section, group_vars, "domain_ephemeral")

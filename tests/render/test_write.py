@@ -216,3 +216,12 @@ def test_an_orphan_that_cannot_be_deleted_is_an_error_naming_it(tmp_path, monkey
     with pytest.raises(TreeError) as err:
         prune([Orphan(path, False, "ephemeral")])
     assert str(path) in err.value.message and "Permission denied" in err.value.message
+
+
+def test_an_orphan_with_a_duplicated_section_is_protected(tmp_path):
+    """Two sections: which one says whether it was ephemeral is anyone's guess: keep it."""
+    (tmp_path / "host_vars").mkdir()
+    section = merge_managed(None, managed_block("instance_ephemeral: true"))
+    (tmp_path / "host_vars/twice.yml").write_text(section + section.removeprefix("---\n"))
+    [orphan] = find_orphans(tmp_path, {})
+    assert orphan.protected and "appears twice" in orphan.reason
