@@ -43,3 +43,44 @@ def test_name_patterns_refuse_a_trailing_newline_even_with_match(pattern: re.Pat
 
 def test_image_alias_with_a_trailing_newline_is_refused():
     assert names.parse_image_ref("images:debian/13\n")[2] is not None
+
+
+# -- text no file can hold, numbers nothing downstream can hold ---------------------------------
+
+def _m1(text: str) -> str:
+    """BASE with ``text`` (lines at the machine's indentation) added to adm-ctrl."""
+    return edit("        roles: [base_system]\n", "        roles: [base_system]\n" + text)
+
+
+@pytest.mark.parametrize("data, path, line", [
+    (_m1('        description: "\\ud800"\n'), f"{M1}.description", 18),
+    (_m1('        vars: {x: ["ok", "a\\udfffb"]}\n'), f"{M1}.vars.x[1]", 18),
+    (_m1('        config:\n          "\\ud800x": "1"\n'), f"{M1}.config.\\ud800x", 19),
+    (edit("project_name: demo", 'project_name: "\\udc80"'), "project_name", 1),
+])
+def test_a_lone_surrogate_is_a_problem_not_a_crash(data, path, line):
+    """A YAML escape can make a lone surrogate, which UTF-8 cannot encode: it crashed the
+    infra hash and the memo with a UnicodeEncodeError."""
+    found = problems(data)
+    assert [(p.path, p.line) for p in found] == [(path, line)], "\n".join(p.render() for p in found)
+    assert "surrogate" in found[0].message
+    found[0].render().encode("utf-8")  # the problem itself can be printed
+
+
+@pytest.mark.parametrize("value, ok", [
+    ("9223372036854775807", True), ("-9223372036854775808", True), ("9223372036854775808", False),
+    ("-9223372036854775809", False), ("99999999999999999999999999", False), ("0x1" + "0" * 40, False),
+    ("1" + "0" * 5000, False),
+])
+def test_integers_beyond_64_bits_are_a_problem(value, ok):
+    """They crashed the memo's msgpack encoder (OverflowError) before any message."""
+    for text, path in ((_m1(f"        vars: {{big: {value}}}\n"), f"{M1}.vars.big"),
+                       (_m1(f"        config: {{limits.x: {value}}}\n"), f"{M1}.config.limits.x"),
+                       (_m1(f"        storage_volumes: {{v: {{path: /x, size: {value}}}}}\n"),
+                        f"{M1}.storage_volumes.v.size")):
+        found = problems(text)
+        if ok:
+            assert found == [], "\n".join(p.render() for p in found)
+        else:
+            assert [p.path for p in found] == [path], "\n".join(p.render() for p in found)
+            assert found[0].line == 18
