@@ -236,10 +236,10 @@ class ArtefactStore:
                 return  # a previous run got every byte but stopped before storing them
             if size is not None and offset >= size:
                 raise _Restart
-        request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, **headers})
-        if offset:
-            request.add_header("Range", f"bytes={offset}-")
-        try:
+        try:  # a URL urllib cannot parse (http://[::1) raises ValueError here, not at open
+            request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, **headers})
+            if offset:
+                request.add_header("Range", f"bytes={offset}-")
             response = urllib.request.urlopen(request, timeout=self.timeout)
         except urllib.error.HTTPError as err:
             err.close()

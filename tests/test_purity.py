@@ -21,7 +21,7 @@ PURE = sorted(
     [f"model/{p.name}" for p in (PACKAGE / "model").glob("*.py")]
     + [f"lock/{p.name}" for p in (PACKAGE / "lock").glob("*.py")]
     + [f"units/{p.name}" for p in (PACKAGE / "units").glob("*.py")]
-    + ["render/tree.py", "render/managed.py", "render/yamlout.py", "executor.py",
+    + ["render/tree.py", "render/managed.py", "render/yamlout.py", "executor.py", "jsonsafe.py",
        "resolve/simplestreams.py", "resolve/ollama.py", "resolve/pypi.py", "resolve/gpus.py", "resolve/sources.py",
        "resolve/fetched.py"])
 FORBIDDEN = ("urllib", "socket", "ssl", "subprocess", "pylxd", "ansible_runner", "http", "requests",

@@ -60,6 +60,11 @@ class _Loader(yaml.SafeLoader):
             self._depth -= 1
 
 
+#: A SafeLoader that refuses nesting deeper than MAX_DEPTH (a ``yaml.YAMLError``) instead of
+#: exhausting the stack: for any YAML a user may have written (tree files included).
+BoundedLoader = _Loader
+
+
 def _fail(file: str, message: str, line: int | None = None, hint: str | None = None) -> InvalidInfra:
     return InvalidInfra(problems=[Problem(file=file, path="", message=message, line=line, hint=hint)])
 

@@ -21,6 +21,7 @@ import re
 import yaml
 
 from anklume.errors import AnklumeError
+from anklume.model.yamlsafe import BoundedLoader
 
 MANAGED_BEGIN = "# === MANAGED BY infra.yml ==="
 MANAGED_NOTICE = "# Do not edit this section — it will be overwritten by `anklume build`"
@@ -83,11 +84,11 @@ def merge_managed(existing: str | None, block: str) -> str:
 def _check_one_mapping(existing: str, merged: str) -> None:
     hint = "the file must hold one YAML mapping (key: value lines); move it aside and build again"
     try:
-        docs = list(yaml.safe_load_all(merged))
+        docs = list(yaml.load_all(merged, Loader=BoundedLoader))
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or str(exc)
         try:
-            list(yaml.safe_load_all(existing))
+            list(yaml.load_all(existing, Loader=BoundedLoader))
         except yaml.YAMLError:
             raise UnmergeableFile(f"the file is not valid YAML ({problem})", hint) from None
         raise UnmergeableFile(
@@ -162,7 +163,7 @@ def managed_keys_outside(text: str, body: str) -> list[tuple[str, int]]:
         return []
     try:
         found = {}
-        for doc in yaml.compose_all(text, Loader=yaml.SafeLoader):
+        for doc in yaml.compose_all(text, Loader=BoundedLoader):
             if isinstance(doc, yaml.MappingNode):
                 for key_node, _ in doc.value:
                     at = key_node.start_mark.index
@@ -179,6 +180,6 @@ def _top_keys(body: str) -> set[str]:
     a key longer than 122 characters as ``? key``: then ask the parser)."""
     keys = {m.group(1) for m in _TOP_KEY_RE.finditer(body) if m.group(1)}
     if body.startswith("? ") or "\n? " in body:
-        data = yaml.safe_load(body)
+        data = yaml.load(body, Loader=BoundedLoader)
         keys |= {k for k in data if isinstance(k, str)} if isinstance(data, dict) else set()
     return keys

@@ -23,6 +23,7 @@ import yaml
 
 from anklume.errors import AnklumeError
 from anklume.fsio import atomic_write
+from anklume.model.yamlsafe import BoundedLoader
 from anklume.render.managed import UnmergeableFile, extract_managed, managed_block, merge_managed
 
 #: Folders of the tree; only ``*.yml`` files directly in them are anklume's business.
@@ -242,7 +243,7 @@ def _protection(section: str, rel: str, key: str) -> tuple[bool, str]:
     """Only an explicit ``true`` makes the resource ephemeral, hence deletable; anything
     else (false, missing, unreadable) keeps it: protection is the default."""
     try:
-        data = yaml.safe_load(section)
+        data = yaml.load(section, Loader=BoundedLoader)  # nesting bounded: a user's file
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or "invalid YAML"
         return True, f"the managed section of {rel} does not parse ({problem})"

@@ -37,7 +37,7 @@ from pathlib import Path
 import blake3
 import msgspec
 
-from anklume import __version__
+from anklume import __version__, jsonsafe
 from anklume.fsio import atomic_write, default_cache_dir
 from anklume.errors import AnklumeError, OfflineMiss, SourceError
 from anklume.resolve.fetched import Fetched, Headers, HttpStatusError
@@ -90,8 +90,8 @@ class Fetcher:
             raise SourceError(f"{source}: {url!r} is not an http(s) URL", full_hint)
         redirects = _RecordingRedirects()
         opener = urllib.request.build_opener(redirects)
-        request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, **headers})
-        try:
+        try:  # a URL urllib cannot parse (http://[::1) raises ValueError here, not at open
+            request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, **headers})
             with opener.open(request, timeout=self.timeout) as response:
                 body = response.read()
                 status, reason = response.status, response.reason
@@ -161,7 +161,7 @@ class _Cache:
         """The cached answer for ``key``, or :class:`OfflineMiss`."""
         index = self._index_path(key)
         try:
-            entry = msgspec.json.decode(index.read_bytes(), type=_IndexEntry)
+            entry = jsonsafe.decode(index.read_bytes(), type=_IndexEntry)
             body = (self.root / "blobs" / entry.sha256).read_bytes()
         except FileNotFoundError:
             raise OfflineMiss(

@@ -33,9 +33,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import msgspec
 
+from anklume import jsonsafe
 from anklume.errors import ResolveError, SourceError
 from anklume.lock.keys import RELEASE_ARCH
-from anklume.lock.schema import ModelBlob, ModelLocked, OllamaLocked
+from anklume.lock.schema import (MAX_LAYERS, BlobSize, MediaType, ModelBlob, ModelLocked, OllamaLocked, Sha256Digest,
+                                 form_problem)
 from anklume.model.names import ModelName, parse_model_ref
 from anklume.resolve.fetched import Fetched, HttpStatusError
 from anklume.resolve.sources import CANONICAL_OLLAMA_RELEASES, OLLAMA_REGISTRY_HOST, source_hint
@@ -119,12 +121,16 @@ def resolve_release(fetcher: Fetcher, base: str, version: str, arch: str) -> Oll
         asset = pick_asset(sums, arch)
     except ResolveError as err:
         raise ResolveError(f"Ollama v{version}: {err.message}", err.hint) from None
-    return OllamaLocked(
+    locked = OllamaLocked(
         version=version,
         asset=asset,
         url=f"{CANONICAL_OLLAMA_RELEASES}/v{version}/{asset}",
         sha256=sums[asset],
     )
+    problem = form_problem(locked)
+    if problem is not None:  # an asset name no file may have, say
+        raise SourceError(f"{source}: {fetched.final_url}: the pin would be invalid: {problem}")
+    return locked
 
 
 def _check_version(version: str) -> str:
@@ -187,9 +193,9 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 class _Blob(msgspec.Struct, frozen=True):
-    mediaType: Annotated[str, msgspec.Meta(min_length=1)]
-    digest: Annotated[str, msgspec.Meta(pattern=r"\Asha256:[0-9a-f]{64}\Z")]
-    size: Annotated[int, msgspec.Meta(ge=0)]
+    mediaType: MediaType
+    digest: Sha256Digest
+    size: BlobSize  # at most MAX_BLOB_BYTES (16 TiB)
 
     def pinned(self) -> ModelBlob:
         return ModelBlob(mediaType=self.mediaType, digest=self.digest, size=self.size)
@@ -197,7 +203,7 @@ class _Blob(msgspec.Struct, frozen=True):
 
 class _Manifest(msgspec.Struct):
     config: _Blob
-    layers: Annotated[list[_Blob], msgspec.Meta(min_length=1)]
+    layers: Annotated[list[_Blob], msgspec.Meta(min_length=1, max_length=MAX_LAYERS)]
 
 
 def parse_manifest(
@@ -207,11 +213,16 @@ def parse_manifest(
     digest = "sha256:" + hashlib.sha256(body).hexdigest()
     _check_digest_claims(digest, digest_headers, url)
     try:
-        manifest = msgspec.json.decode(body, type=_Manifest)
+        manifest = jsonsafe.decode(body, type=_Manifest)
     except msgspec.DecodeError as err:
         raise SourceError(f"manifest {url} is malformed: {err}") from None
+    duplicate = jsonsafe.duplicate_key(body)
+    if duplicate is not None:  # readers may disagree on which one counts
+        where, key = duplicate
+        raise SourceError(f"manifest {url} is malformed: the key {key!r} appears twice"
+                          + (f" in {where}" if where else ""))
     layers = [layer.pinned() for layer in manifest.layers]
-    return ModelLocked(
+    locked = ModelLocked(
         name=str(name),
         digest=digest,
         manifest=_text(body, f"manifest {url}"),
@@ -220,6 +231,10 @@ def parse_manifest(
         size=manifest.config.size + sum(layer.size for layer in layers),
         vram_bytes=sum(layer.size for layer in layers if layer.mediaType in VRAM_MEDIA_TYPES),
     )
+    problem = form_problem(locked)
+    if problem is not None:
+        raise SourceError(f"manifest {url}: the pin would be invalid: {problem}")
+    return locked
 
 
 def _check_digest_claims(digest: str, claims: Mapping[str, str], url: str) -> None:

@@ -3,6 +3,7 @@ traceback, and nothing written."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import msgspec
@@ -74,3 +75,127 @@ def test_the_memo_skips_a_model_it_cannot_encode(tmp_path, monkeypatch):
     monkeypatch.setattr(project, "load_infra", lambda data, file: odd)
     assert load_infra_memo(b"x", "infra.yml", tmp_path) is odd
     assert list(tmp_path.iterdir()) == []
+
+
+# -- the lock is a file anyone can edit: every value is checked, never taken on trust ------------
+
+OTHER_SHA = "sha256:" + "1" * 64
+
+
+def _set(path: str, value):
+    """A mutation of the lock document: ``value`` at the dotted ``path`` ([i] for list items)."""
+    def mutate(doc: dict) -> None:
+        *parents, last = _parts(path)
+        node = doc
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    return mutate
+
+
+def _parts(path: str) -> list:
+    return [int(piece) if piece.isdigit() else piece for piece in path.split("/")]
+
+
+GEMMA = "models/gemma:2b/locked"
+
+
+def _image(path: str, value):
+    """``value`` at ``path`` inside the locked part of the image pin."""
+    def mutate(doc: dict) -> None:
+        node = doc["images"]["images:debian/buster"]["locked"]
+        *parents, last = _parts(path)
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    return mutate
+
+
+def _rename(field: str, old: str, new: str):
+    def mutate(doc: dict) -> None:
+        doc[field][new] = doc[field].pop(old)
+    return mutate
+
+
+LOCK_CASES = [
+    # (id, mutation, words the message must hold)
+    ("manifest-digest", _set(f"{GEMMA}/digest", OTHER_SHA),
+     ["models.gemma:2b.locked.digest", "is not the sha256 of the manifest"]),
+    ("digest-path", _set(f"{GEMMA}/digest", "sha256:../../../etc/passwd"),
+     ["models.gemma:2b.locked.digest", "a digest 'sha256:' and 64 lower-case hex digits"]),
+    ("layer-digest-path", _set(f"{GEMMA}/layers/0/digest", "sha256:../../x"),
+     ["models.gemma:2b.locked.layers[0].digest"]),
+    ("layer-not-in-manifest", _set(f"{GEMMA}/layers/1/size", 8434),
+     ["models.gemma:2b.locked.layers", "the manifest says"]),
+    ("model-size-sum", _set(f"{GEMMA}/size", 1), ["models.gemma:2b.locked.size", "the manifest says"]),
+    ("model-name", _set(f"{GEMMA}/name", "registry.ollama.ai/library/evil:2b"),
+     ["models.gemma:2b.locked.name"]),
+    ("model-key", _rename("models", "gemma:2b", "llama3.2:1b"), ["models.llama3.2:1b", "original.ref"]),
+    ("negative-layer", _set(f"{GEMMA}/layers/0/size", -1), ["models.gemma:2b.locked.layers[0].size", ">= 0"]),
+    ("huge-layer", _set(f"{GEMMA}/layers/0/size", 10**30), ["models.gemma:2b.locked.layers[0].size"]),
+    ("fingerprint", _image("fingerprint", "../../../etc"),
+     ["images.images:debian/buster.locked.fingerprint", "64 lower-case hex digits"]),
+    ("image-path", _image("root/path", "../../../etc/shadow"), ["images.images:debian/buster.locked.root.path"]),
+    ("image-size", _image("root/size", -5), ["images.images:debian/buster.locked.root.size"]),
+    ("image-server", _image("server", "file:///etc"), ["images.images:debian/buster.locked.server"]),
+    ("image-key", _rename("images", "images:debian/buster", "images:debian/13"),
+     ["images.images:debian/13", "original"]),
+    ("ollama-url", _set("ollama/locked/url", "file:///etc/passwd"),
+     ["ollama.locked.url", "an http:// or https:// URL"]),
+    ("ollama-url-asset", _set("ollama/locked/url", "https://example.org/other.tgz"),
+     ["ollama.locked.url", "does not end in /ollama-linux-amd64.tgz"]),
+    ("ollama-asset", _set("ollama/locked/asset", "../x"), ["ollama.locked.asset"]),
+    ("ollama-sha", _set("ollama/locked/sha256", "x"), ["ollama.locked.sha256"]),
+    ("wheel-name", _set("open_webui/locked/filename", "../../../../etc/cron.d/x"),
+     ["open_webui.locked.filename", "a wheel file name"]),
+    ("wheel-size", _set("open_webui/locked/size", -1), ["open_webui.locked.size"]),
+    ("pci", _set("gpus/gw-llm/locked/pci", "../../x"), ["gpus.gw-llm.locked.pci", "a PCI address"]),
+    ("pci-newline", _set("gpus/gw-llm/locked/pci", "0000:00:06.0\n"), ["gpus.gw-llm.locked.pci"]),
+    ("vram", _set("gpus/gw-llm/locked/vram_mib", 10**48), ["gpus.gw-llm.locked.vram_mib"]),
+    ("gpu-model", _set("gpus/gw-llm/locked/model", "H200\n# injected: 1"), ["gpus.gw-llm.locked.model"]),
+    ("gpu-key", _rename("gpus", "gw-llm", "gw-other"), ["gpus.gw-other", "original.machine"]),
+    ("infra-hash", _set("infra_hash", "blake3:../x"), ["infra_hash"]),
+    ("float-size", _set(f"{GEMMA}/layers/0/size", 1.5), ["models.gemma:2b.locked.layers[0].size"]),
+]
+
+
+def _hostile_lock(root, mutate) -> None:
+    doc = json.loads((root / "anklume.lock").read_bytes())
+    mutate(doc)
+    (root / "anklume.lock").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+
+
+@pytest.mark.parametrize("mutate, words", [(m, w) for _, m, w in LOCK_CASES], ids=[i for i, _, _ in LOCK_CASES])
+def test_a_hostile_lock_is_refused_with_the_file_and_key_path(built, mutate, words):
+    _hostile_lock(built, mutate)
+    before = files(built)
+    for argv in (["lock", "--check"], ["lock", "--offline"], ["build", "--no-apply"], ["verify"], ["graph"]):
+        result = assert_clean_failure(built, argv, before, "anklume.lock: ", *words)
+        assert "restore it from git" in result.output
+
+
+def test_duplicate_keys_in_the_lock_are_refused(built):
+    text = (built / "anklume.lock").read_text()
+    first = '"vram_mib": 143771'
+    assert text.count(first) == 1
+    (built / "anklume.lock").write_text(text.replace(first, f'"vram_mib": 1,\n        {first}'))
+    before = files(built)
+    for argv in COMMANDS:
+        assert_clean_failure(built, argv, before, "anklume.lock: gpus.gw-llm.locked: the key 'vram_mib' appears twice")
+
+
+@pytest.mark.parametrize("depth", [65, 1000, 100_000])
+def test_a_lock_nested_too_deep_is_refused(built, depth):
+    text = (built / "anklume.lock").read_text()
+    (built / "anklume.lock").write_text(text.replace('"version": 1', f'"x": {"[" * depth}{"]" * depth},\n  "version": 1'))
+    before = files(built)
+    for argv in COMMANDS:
+        assert_clean_failure(built, argv, before, "anklume.lock: ", "nested more than 64 levels deep")
+
+
+@pytest.mark.parametrize("var", ["ANKLUME_IMAGES_URL", "ANKLUME_OLLAMA_REGISTRY", "ANKLUME_OLLAMA_RELEASES",
+                                 "ANKLUME_PYPI", "ANKLUME_INCUS"])
+def test_a_malformed_mirror_url_is_a_clean_error(built, var):
+    before = files(built)
+    url = "https://[::1" if var == "ANKLUME_INCUS" else "http://[::1"
+    assert_clean_failure(built, ["lock", "--update"], before, var, env={var: url})

@@ -182,3 +182,13 @@ def test_merge_is_idempotent_and_keeps_user_keys(existing, body, other):
         assert once.endswith(existing.removeprefix("---\n"))
     again = merge_managed(merge_managed(once, managed_block(other)), managed_block(body))
     assert again == once
+
+
+@pytest.mark.parametrize("depth", [200, 3000])
+def test_a_file_nested_too_deep_is_refused_not_a_crash(depth):
+    """PyYAML recurses once per level: a user file nested 3,000 deep raised RecursionError."""
+    deep = "x: " + "[" * depth + "]" * depth + "\n"
+    with pytest.raises(UnmergeableFile, match="nested"):
+        merge_managed(deep, BLOCK)
+    text = merge_managed(None, BLOCK) + "instance_name: 2\n" + deep
+    assert managed_keys_outside(text, "instance_name: m1\n") == [("instance_name", 9)]

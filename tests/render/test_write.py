@@ -225,3 +225,11 @@ def test_an_orphan_with_a_duplicated_section_is_protected(tmp_path):
     (tmp_path / "host_vars/twice.yml").write_text(section + section.removeprefix("---\n"))
     [orphan] = find_orphans(tmp_path, {})
     assert orphan.protected and "appears twice" in orphan.reason
+
+
+def test_an_orphan_nested_too_deep_is_protected_not_a_crash(tmp_path):
+    (tmp_path / "host_vars").mkdir()
+    deep = "instance_ephemeral: " + "[" * 3000 + "]" * 3000 + "\n"
+    (tmp_path / "host_vars/deep.yml").write_text(merge_managed(None, managed_block(deep)))
+    [orphan] = find_orphans(tmp_path, {})
+    assert orphan.protected and "does not parse" in orphan.reason
