@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from anklume.errors import AnklumeError
-from anklume.fsio import atomic_write
+from anklume.fsio import atomic_write, file_kind
 from anklume.model.yamlsafe import BoundedLoader
 from anklume.render.managed import UnmergeableFile, extract_managed, managed_block, merge_managed
 
@@ -79,7 +80,15 @@ def read_tree_file(path: Path | str, rel: str) -> str | None:
     through a symbolic link.  Any other problem (a link, a folder, unreadable, not UTF-8)
     is a ``TreeError`` naming ``rel``."""
     try:
-        fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise TreeError(f"cannot read {rel}: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode) and not stat.S_ISLNK(st.st_mode):
+        _not_regular(rel, st.st_mode)  # never opened: a FIFO would block, a device never end
+    try:
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -88,6 +97,9 @@ def read_tree_file(path: Path | str, rel: str) -> str | None:
                             "replace it by a regular file (or delete it) and build again") from None
         raise TreeError(f"cannot read {rel}: {exc.strerror}") from None
     try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):  # replaced since the lstat
+            _not_regular(rel, mode)
         chunks = []
         while chunk := os.read(fd, _CHUNK):
             chunks.append(chunk)
@@ -102,6 +114,12 @@ def read_tree_file(path: Path | str, rel: str) -> str | None:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         raise TreeError(f"{rel} is not UTF-8 text", "save it as UTF-8 and build again") from None
+
+
+def _not_regular(rel: str, mode: int) -> None:
+    if stat.S_ISDIR(mode):
+        raise TreeError(f"{rel} is a folder, not a file", "move it aside and build again")
+    raise TreeError(f"{rel} is {file_kind(mode)}, not a regular file", "move it aside and build again")
 
 
 def _check_dirs(root: Path, rels: Iterable[str]) -> None:

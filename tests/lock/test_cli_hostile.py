@@ -199,3 +199,73 @@ def test_a_malformed_mirror_url_is_a_clean_error(built, var):
     before = files(built)
     url = "https://[::1" if var == "ANKLUME_INCUS" else "http://[::1"
     assert_clean_failure(built, ["lock", "--update"], before, var, env={var: url})
+
+
+# -- a named pipe (or any file that is not a regular one) where a file is expected ----------------
+
+class Blocked(BaseException):
+    """Raised in a command that blocked (not an OSError: nothing may catch it as a read error)."""
+
+
+@pytest.fixture
+def no_hang():
+    """Fail, rather than hang the suite, when a command blocks (opening a FIFO does): each
+    blocked call is interrupted after 5 s."""
+    import signal
+
+    def blocked(signum, frame):
+        signal.alarm(5)
+        raise Blocked("the command blocked")
+
+    old = signal.signal(signal.SIGALRM, blocked)
+    signal.alarm(5)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+def _fifo(path) -> None:
+    import os
+
+    path.unlink(missing_ok=True)
+    os.mkfifo(path)
+
+
+@pytest.mark.parametrize("name", ["infra.yml", "anklume.lock"])
+def test_a_fifo_as_infra_or_lock_is_refused_without_blocking(built, no_hang, name):
+    _fifo(built / name)
+    before = {k: v for k, v in files(built).items()}
+    for argv in COMMANDS:
+        assert_clean_failure(built, argv, before, f"{name}: cannot read it", "named pipe")
+
+
+def test_a_device_as_infra_yml_is_refused_without_reading_it(tmp_path, no_hang):
+    # /dev/null reads as an empty file; /dev/zero, refused by the same check, would be read
+    # until memory runs out
+    (tmp_path / "infra.yml").symlink_to("/dev/null")
+    result = run(tmp_path, ["lock", "--check"])
+    assert result.exit_code == 1 and "infra.yml: cannot read it" in result.output and "device" in result.output
+
+
+def test_a_fifo_in_the_tree_is_refused_and_an_orphan_fifo_is_protected(built, no_hang):
+    _fifo(built / "host_vars" / "gw-dev.yml")
+    before = files(built)
+    for argv in (["build", "--no-apply"], ["verify"]):
+        assert_clean_failure(built, argv, before, "host_vars/gw-dev.yml is a named pipe")
+    (built / "host_vars" / "gw-dev.yml").unlink()
+    _fifo(built / "host_vars" / "gone.yml")
+    result = run(built, ["build", "--no-apply"])
+    assert result.exit_code == 0, result.output
+    assert "PROTECTED orphan" in result.output and "gone.yml" in result.output
+
+
+@pytest.mark.parametrize("option", ["--gpu-inventory", "--nvidia-smi"])
+def test_a_fifo_as_an_inventory_file_is_refused_without_blocking(built, no_hang, tmp_path, option):
+    from tests.lock.conftest import GPU_ARGS
+
+    fifo = tmp_path / "inventory"
+    _fifo(fifo)
+    args = dict(zip(GPU_ARGS[::2], GPU_ARGS[1::2])) | {option: str(fifo)}
+    argv = ["lock", "--update", "gpus", *(x for kv in args.items() for x in kv)]
+    before = files(built)
+    assert_clean_failure(built, argv, before, "inventory: cannot read it", "named pipe")
