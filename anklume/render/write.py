@@ -9,6 +9,8 @@ find orphans, prune them.
   never half of one.
 - Symbolic links are never followed: a managed file or folder that is a link is an
   error, an orphan that is a link is reported and left alone.
+- Temp files that a killed writer left (``.<file>.<pid>.<hex>.anklume-tmp``) are removed
+  by the next ``apply_tree`` once their writer is gone; a live writer's never are.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from pathlib import Path
 import yaml
 
 from anklume.errors import AnklumeError
-from anklume.fsio import atomic_write, file_kind
+from anklume.fsio import atomic_write, file_kind, remove_stale_temps
 from anklume.model.yamlsafe import BoundedLoader
+from anklume.project import LOCK_NAME
 from anklume.render.managed import UnmergeableFile, extract_managed, managed_block, merge_managed
 
 #: Folders of the tree; only ``*.yml`` files directly in them are anklume's business.
@@ -157,7 +160,10 @@ def plan_tree(root: Path, rendered: Mapping[str, str]) -> TreeChanges:
 
 
 def apply_tree(changes: TreeChanges) -> None:
-    """Write every changed file atomically; unchanged files are not touched."""
+    """Write every changed file atomically; unchanged files are not touched.  First, the
+    temp files that killed writers left in the tree (and of the lock beside it) are removed
+    (``anklume.fsio.remove_stale_temps``: never a live writer's)."""
+    remove_stale_tree_temps(changes.root)
     made: set[Path] = set()
     for change in changes.changed:
         path = changes.root / change.path
@@ -170,6 +176,16 @@ def apply_tree(changes: TreeChanges) -> None:
             raise TreeError(f"cannot write {change.path}: {exc.strerror or exc}") from None
     for folder in made:
         _fsync_dir(folder)
+
+
+def remove_stale_tree_temps(root: Path) -> list[Path]:
+    """Temp files of dead writers of ``*.yml`` files in the tree's folders, and of the lock."""
+    removed = remove_stale_temps(root, lambda name: name == LOCK_NAME)
+    for sub in TREE_DIRS:
+        folder = root / sub
+        if not folder.is_symlink() and folder.is_dir():
+            removed += remove_stale_temps(folder, lambda name: name.endswith(".yml"))
+    return removed
 
 
 def _fsync_dir(folder: Path) -> None:
