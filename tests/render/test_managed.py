@@ -149,14 +149,20 @@ def test_extract_managed():
 
 # -- properties ---------------------------------------------------------------------
 
+#: Marker text that is not a marker line: inside a comment, a value, or with more on its line.
+_marker_text = st.sampled_from([MANAGED_BEGIN, MANAGED_END]).flatmap(lambda m: st.sampled_from([
+    f"# see {m}", f"{m} and more", f"#{m}", f" {m}", f"note: '{m}'", f"# {m} {m}"]))
 _user_line = st.one_of(
     st.from_regex(r"[a-z_]{1,10}: [A-Za-z0-9]{0,20}", fullmatch=True),
-    st.text("abc XYZ019:#-_'\"é—{}[]*&!%@`|>", max_size=30).map(lambda s: "# " + s),
+    st.text("abc XYZ019:#-_'\"é—{}[]*&!%@`|>=", max_size=30).map(lambda s: "# " + s),
+    _marker_text,
     st.just(""),
-).filter(lambda s: MANAGED_BEGIN not in s and MANAGED_END not in s)
+).filter(lambda s: s.rstrip(" \t") not in (MANAGED_BEGIN, MANAGED_END))  # a whole marker line is a marker
 _user_text = st.lists(_user_line, max_size=8).map(lambda lines: "".join(line + "\n" for line in lines))
-_bodies = st.lists(st.from_regex(r"[a-z_]{1,12}: [a-z0-9.]{1,12}", fullmatch=True), min_size=1, max_size=6).map(
-    lambda lines: "\n".join(lines) + "\n")
+_values = st.one_of(st.from_regex(r"[a-z0-9.]{1,12}", fullmatch=True), st.text(max_size=40),
+                    _marker_text, st.sampled_from([MANAGED_BEGIN, MANAGED_END]).map(lambda m: f"x\n{m}\ny"))
+_bodies = st.dictionaries(st.from_regex(r"[a-z_]{1,12}", fullmatch=True), st.one_of(_values, st.lists(_values, max_size=2)),
+                          min_size=1, max_size=6).map(dump)
 
 
 @settings(max_examples=examples(200), deadline=None)
