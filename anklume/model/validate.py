@@ -6,6 +6,7 @@ Pure: no I/O.  Every problem goes into the context; nothing stops at the first.
 from __future__ import annotations
 
 import ipaddress
+import re
 
 from anklume.model.convert import Context
 from anklume.model.schema import Infra
@@ -13,6 +14,7 @@ from anklume.model.names import (ANSIBLE_VAR_RE, DEVICE_RE, DOMAIN_RE, MACHINE_R
                                  ROLE_RE, check_model_ref, parse_image_ref, parse_model_ref)
 
 IFNAMSIZ = 15  # Linux interface names: at most 15 characters
+_OCTET = re.compile(r"[0-9]{1,3}")
 #: The ``anklume_`` variables a machine's ``vars`` may set: settings of the shipped roles.
 USER_SETTINGS = frozenset({"anklume_require_systemd"})
 
@@ -111,7 +113,8 @@ def _base_subnet(infra: Infra, ctx: Context) -> str | None:
         return None  # not a string (e.g. 172.16 unquoted): the default would flag every IP
     base = infra.global_.base_subnet
     parts = base.split(".")
-    if len(parts) != 2 or not all(p.isdigit() and str(int(p)) == p and int(p) <= 255 for p in parts):
+    # ASCII digits only: str.isdigit takes '²' too, and int('²') raises
+    if len(parts) != 2 or not all(_OCTET.fullmatch(p) and str(int(p)) == p and int(p) <= 255 for p in parts):
         ctx.add(("global", "base_subnet"), f"expected the first two octets of an IPv4 network "
                                            f"like '10.100', got {base!r}")
         return None

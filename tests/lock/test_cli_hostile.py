@@ -269,3 +269,14 @@ def test_a_fifo_as_an_inventory_file_is_refused_without_blocking(built, no_hang,
     argv = ["lock", "--update", "gpus", *(x for kv in args.items() for x in kv)]
     before = files(built)
     assert_clean_failure(built, argv, before, "inventory: cannot read it", "named pipe")
+
+
+@pytest.mark.parametrize("depth", [1000, 100_000])
+def test_a_gpu_inventory_nested_too_deep_is_a_clean_error(built, tmp_path, depth):
+    from tests.lock.conftest import GPU_ARGS
+
+    deep = tmp_path / "gpus.json"
+    deep.write_text("[" * depth + "]" * depth)
+    before = files(built)
+    assert_clean_failure(built, ["lock", "--update", "gpus", "--gpu-inventory", str(deep), *GPU_ARGS[2:]], before,
+                         "gpus.json: not JSON", "nested more than 64 levels deep")

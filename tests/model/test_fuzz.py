@@ -249,7 +249,8 @@ _HOSTILE_VALUES = [
     '"\\n# === MANAGED BY infra.yml ===\\n"', "'# === MANAGED BY infra.yml ==='", "|\n  # === END MANAGED ===",
     '"\\ud800"', '"a\\udfffb"', '"\\ud83d\\ude00"', '"\\x85\\u2028\\u2029"', '"\\r# === END MANAGED ==="',
     "9223372036854775807", "9223372036854775808", "-9223372036854775809", "18446744073709551616",
-    "99999999999999999999999999", "0x" + "f" * 40, "1" + "0" * 5000, "-0", '"lab\\n"',
+    "99999999999999999999999999", "0x" + "f" * 40, "1" + "0" * 5000, "-0", '"lab\\n"', '"10.\u00b2"',
+    '"\u00b2"', '"1\u0663"',
 ]
 #: Keys a hostile author writes: a name and a newline, escapes, marker text.
 _HOSTILE_KEYS = ['"lab\\n"', '"m1\\n"', '"x\\n"', '"\\ud800"', '"a\\u2028b"', '"# === END MANAGED ==="',

@@ -84,3 +84,10 @@ def test_integers_beyond_64_bits_are_a_problem(value, ok):
         else:
             assert [p.path for p in found] == [path], "\n".join(p.render() for p in found)
             assert found[0].line == 18
+
+
+@pytest.mark.parametrize("base", ["10.\u00b2", "\u00b9\u2070.100", "1\u0663.100", "10.1\u00b2"])
+def test_a_base_subnet_of_unicode_digits_is_a_problem(base):
+    """``str.isdigit`` takes '²' for a digit, then ``int('²')`` raised ValueError."""
+    found = problems(edit('base_subnet: "10.100"', f'base_subnet: "{base}"'))
+    assert [p.path for p in found] == ["global.base_subnet"], "\n".join(p.render() for p in found)

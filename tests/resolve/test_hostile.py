@@ -244,3 +244,4 @@ def test_a_malformed_url_is_a_source_error_for_the_fetcher_and_the_store(tmp_pat
         Fetcher(tmp_path).fetch("http://[::1/x", key="k", source="test")
     with pytest.raises(ArtefactError, match="cannot fetch http://\\[::1/x"):
         ArtefactStore(tmp_path).ensure("0" * 64, ["http://[::1/x"])
+
