@@ -108,22 +108,21 @@ def _managed_span(text: str) -> tuple[int, int] | None:
     if MANAGED_BEGIN not in text and MANAGED_END not in text:
         return None
     begin = end = None
-    for match in _MARKER_RE.finditer(text):
-        line = _line(text, match.start())
+    for match in _MARKER_RE.finditer(text):  # line numbers are counted only for an error
         if match.group(1) == MANAGED_BEGIN:
             if begin is not None:
-                first = _line(text, begin.start())
+                first, line = _line(text, begin.start()), _line(text, match.start())
                 raise UnmergeableFile(
                     f"line {line}: the managed section appears twice (lines {first} and {line})",
                     "keep one managed section: delete the other copy, its marker lines included, and build again")
             begin = match
         elif begin is None:
             raise UnmergeableFile(
-                f"line {line}: a '{MANAGED_END}' line with no '{MANAGED_BEGIN}' line above it",
+                f"line {_line(text, match.start())}: a '{MANAGED_END}' line with no '{MANAGED_BEGIN}' line above it",
                 f"put the '{MANAGED_BEGIN}' line back where the managed section starts (or delete the "
                 "stale section, its end marker included), and build again")
         elif end is not None:
-            first = _line(text, end.start())
+            first, line = _line(text, end.start()), _line(text, match.start())
             raise UnmergeableFile(
                 f"line {line}: a second '{MANAGED_END}' line (the first is line {first})",
                 "delete the extra end marker and the stale managed keys around it, and build again")
