@@ -5,7 +5,9 @@ shown only with ``-v``.  Exit codes (documented in the README):
 
 - 0: success / nothing to do
 - 1: an error (invalid input, stale lock, failed fetch, failed check)
-- 2: ``build --plan``: changes pending (not an error)
+- 2: ``build --plan``: changes pending (not an error), and nothing else
+- 3: a usage error: unknown option or command, bad option value (click's own
+  code is 2, which would read as "changes pending")
 - 130: interrupted (Ctrl-C), at the CLI boundary (``anklume.cli.run``)
 """
 
@@ -16,6 +18,8 @@ from dataclasses import dataclass, field
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_CHANGES = 2
+EXIT_USAGE = 3
+EXIT_INTERRUPTED = 130
 
 
 @dataclass(frozen=True)

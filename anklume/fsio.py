@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import stat
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from anklume.errors import AnklumeError
 
 TMP_SUFFIX = ".anklume-tmp"
+#: ``.<name>.<pid>.<8 hex>.anklume-tmp``: the temp file of ``atomic_write(<name>)`` by process
+#: ``<pid>``; before pids were part of the name: ``.<name>.<8 hex>.anklume-tmp``.
+_TMP_RE = re.compile(r"\.(?P<name>.+?)(?:\.(?P<pid>[0-9]{1,10}))?\.[0-9a-f]{8}\.anklume-tmp", re.DOTALL)
+#: A temp file younger than this is never removed, even when no process here has its pid:
+#: its writer may run on another host sharing the folder, or in another pid namespace.
+STALE_TMP_AGE_S = 60
+#: A temp file older than this is removed whoever wrote it: no atomic write of a tree file
+#: or a lock lasts an hour (and a pid may have been reused).
+ABANDONED_TMP_AGE_S = 3600
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -24,7 +35,7 @@ def atomic_write(path: Path, data: bytes) -> None:
         mode = None if stat.S_ISLNK(st.st_mode) else st.st_mode & 0o7777
     except FileNotFoundError:
         mode = None
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{TMP_SUFFIX}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666)
     try:
         try:
@@ -45,16 +56,109 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-def read_or_none(path: Path) -> bytes | None:
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular one is, in words: ``a named pipe (FIFO)``..."""
+    return next((words for test, words in _KINDS if test(mode)), "not a regular file")
+
+
+class NotRegularFile(OSError):
+    """A path that names a folder, a FIFO, a device or a socket where a file was expected."""
+
+    def __init__(self, path: Path | str, mode: int):
+        super().__init__(f"it is {file_kind(mode)}, not a regular file")
+        self.strerror = str(self.args[0])
+        self.filename = os.fspath(path)
+        self.mode = mode
+
+
+def remove_stale_temps(folder: Path, is_target: Callable[[str], bool]) -> list[Path]:
+    """Remove the temp files ``atomic_write`` left in ``folder`` for files named ``is_target``
+    when its process was killed between writing and renaming (SIGKILL, power loss).
+
+    Only names of ``atomic_write``'s own form are considered, and only regular files; one is
+    removed when it is older than ``STALE_TMP_AGE_S`` and no process here has its pid, or
+    older than ``ABANDONED_TMP_AGE_S`` whatever its pid.  A live writer's file is never
+    removed.  Returns what was removed; a file that cannot be removed is left (it costs
+    nothing but space)."""
+    removed: list[Path] = []
+    now = time.time()
     try:
-        return path.read_bytes()
+        entries = [e for e in os.scandir(folder) if e.name.endswith(TMP_SUFFIX)]
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TMP_RE.fullmatch(entry.name)
+        if match is None or not is_target(match["name"]):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        age = now - st.st_mtime
+        if not stat.S_ISREG(st.st_mode) or age < STALE_TMP_AGE_S:
+            continue
+        if age < ABANDONED_TMP_AGE_S and (match["pid"] is None or _alive(int(match["pid"]))):
+            continue  # its writer may still be at work (an old name says no pid: wait the hour)
+        try:
+            os.unlink(entry.path)
+        except OSError:
+            continue
+        removed.append(Path(entry.path))
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this pid exists here (one of another user's counts)."""
+    if pid <= 0:  # 0 and negative numbers name process groups, not a writer
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except (OverflowError, OSError):
+        return False
+    return True
+
+
+def read_or_none(path: Path | str) -> bytes | None:
+    """The bytes of the regular file ``path`` (a link is followed), None if it does not exist.
+
+    Anything else is never read: a FIFO would block the command until someone writes to
+    it, a device like /dev/zero would never end.  So it is stat'ed first and raises
+    ``NotRegularFile`` (an OSError); the file is then opened without blocking and checked
+    again (it may have been replaced in between)."""
+    try:
+        st = os.stat(path)
     except FileNotFoundError:
         return None
+    if not stat.S_ISREG(st.st_mode):
+        raise NotRegularFile(path, st.st_mode)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularFile(path, st.st_mode)
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def read_input(path: Path) -> bytes | None:
     """A file the user gave (infra.yml, the lock, an inventory): its bytes, None if it does
-    not exist; any other failure (a folder, no permission) is an error naming the file."""
+    not exist; any other failure (a folder, a FIFO, a device, no permission) is an error
+    naming the file, and nothing is read from what is not a regular file."""
     try:
         return read_or_none(path)
     except OSError as exc:

@@ -96,11 +96,11 @@ def load_infra_memo(data: bytes, file: str, memo_dir: Path) -> Infra:
             except msgspec.DecodeError:
                 pass
     infra = load_infra(data, file)
-    encoded = msgspec.msgpack.encode(infra)
-    try:
+    try:  # a value msgpack cannot hold (loading refuses them) only costs the memo
+        encoded = msgspec.msgpack.encode(infra)
         if msgspec.msgpack.decode(encoded, type=Infra) == infra:
             atomic_write(path, MEMO_MAGIC + blake3.blake3(encoded, key=mac_key).digest() + encoded)
-    except (OSError, msgspec.DecodeError):
+    except (OSError, msgspec.DecodeError, OverflowError, UnicodeEncodeError, TypeError, ValueError):
         pass
     return infra
 

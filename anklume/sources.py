@@ -11,6 +11,7 @@ infra.yml's ``global.sources``, then the defaults.  An empty value counts as uns
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 
@@ -39,7 +40,9 @@ ENV_VARS = {
     "pypi": "ANKLUME_PYPI",
 }
 
-_HTTP_URL = re.compile(r"https?://[^\s/?#]+(/[^\s?#]*)?")
+#: scheme://host[:port][/path]: a host name, an IPv4 address or a bracketed IPv6 address.
+_HTTP_URL = re.compile(r"(?P<scheme>https?)://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?)"
+                       r"(:(?P<port>[0-9]{1,5}))?(?P<path>/[^\s?#]*)?")
 
 
 class Sources(msgspec.Struct, frozen=True, kw_only=True):
@@ -78,10 +81,10 @@ def validated_source(field: str, value: str, origin: str) -> str:
     """``value`` without trailing slashes, or an error naming where it came from."""
     value = value.strip().rstrip("/")
     if field == "incus":
-        ok = value.startswith(("/", "https://")) and len(value) > 1
+        ok = (value.startswith("/") and len(value) > 1) or (value.startswith("https://") and is_http_url(value))
         expected = "an absolute unix socket path or an https:// URL"
     else:
-        ok = bool(_HTTP_URL.fullmatch(value))
+        ok = is_http_url(value)
         expected = "an http(s) URL without query or fragment"
     if not ok:
         raise SourceError(f"{origin}: {value!r} is not {expected}", source_hint(field))
@@ -94,3 +97,20 @@ def incus_endpoint(sources: Mapping[str, object], flag: str | None, env: Mapping
     if flag:
         return flag
     return effective_sources(sources, env).incus
+
+
+def is_http_url(url: str) -> bool:
+    """``http(s)://host[:port][/path]``, with a host urllib can parse (``http://[::1`` made it
+    raise ValueError deep inside a fetch), a port of at most 65535, no query or fragment."""
+    match = _HTTP_URL.fullmatch(url)
+    if match is None:
+        return False
+    if match["port"] is not None and not 0 < int(match["port"]) <= 65535:
+        return False
+    host = match["host"]
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return False
+    return True

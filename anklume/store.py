@@ -43,7 +43,6 @@ import contextlib
 import errno
 import fcntl
 import hashlib
-import json
 import http.client
 import os
 import re
@@ -53,6 +52,9 @@ import urllib.error
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
+import msgspec
+
+from anklume import jsonsafe
 from anklume.errors import AnklumeError
 from anklume.fsio import atomic_write, default_cache_dir, read_or_none
 from anklume.resolve.http import Budget, OutOfTime, RedirectRefused, describe_error, announced_length, open_url
@@ -606,10 +608,14 @@ class SpecStore:
             atomic_write(path, canonical(spec) + b"\n")
 
     def get(self, key: str) -> dict[str, object] | None:
-        data = read_or_none(self.path(key))
+        """The spec applied under ``key``; None when it is missing or unreadable (it only explains)."""
+        try:
+            data = read_or_none(self.path(key))
+        except OSError:
+            return None
         if data is None:
             return None
         try:
-            return json.loads(data)
-        except ValueError:
+            return jsonsafe.decode(data)
+        except msgspec.DecodeError:
             return None

@@ -16,12 +16,13 @@ PACKAGE = Path(anklume.__file__).parent
 
 #: Lowest first.  A module belongs to the floor of its longest matching prefix.
 FLOORS: list[tuple[str, ...]] = [
-    ("anklume", "anklume.errors", "anklume.fsio", "anklume.executor"),
+    ("anklume", "anklume.errors", "anklume.fsio", "anklume.executor", "anklume.jsonsafe"),
     ("anklume.model",),
-    ("anklume.sources", "anklume.lock"),
+    # the resolvers' pure parsers pin what a source sends; the lock checks its pins with them
+    ("anklume.sources", "anklume.lock", "anklume.resolve"),
     ("anklume.units", "anklume.render", "anklume.project"),
     ("anklume.backends",),
-    ("anklume.resolve", "anklume.store"),
+    ("anklume.resolve.http", "anklume.resolve.inventory", "anklume.resolve.resolver", "anklume.store"),
     ("anklume.provision",),
     ("anklume.engine",),
     ("anklume.actions",),
@@ -76,6 +77,9 @@ def resolve_target(module: str, node: ast.ImportFrom | ast.Import) -> list[str]:
 def imports(module: str) -> tuple[set[str], set[str]]:
     """(every anklume module imported, those imported inside a function)."""
     tree = ast.parse(MODULES[module].read_text())
+    for node in ast.walk(tree):  # `if TYPE_CHECKING:` imports are for the type checker only
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            node.body = []
     everything: set[str] = set()
     lazy: set[str] = set()
     for node in ast.walk(tree):

@@ -27,7 +27,7 @@ SHELL = {
 PURE = sorted(
     rel for folder in ("model", "lock", "units", "render", "resolve")
     for rel in (f"{folder}/{p.name}" for p in (PACKAGE / folder).glob("*.py")) if rel not in SHELL
-) + ["executor.py", "sources.py"]
+) + ["executor.py", "sources.py", "jsonsafe.py"]
 FORBIDDEN = ("urllib", "socket", "ssl", "subprocess", "pylxd", "ansible_runner", "http", "requests",
              "anklume.backends", "anklume.store", "anklume.provision", "anklume.engine",
              *(f"anklume.{rel.removesuffix('.py').replace('/', '.')}" for rel in SHELL))

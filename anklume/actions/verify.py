@@ -3,6 +3,8 @@ byte-for-byte what the lock renders; with ``--live``, the daemon and the artefac
 instances are what the lock says (findings: :mod:`anklume.units.findings`), and nothing is left
 half-placed in them (:func:`anklume.provision.readback.leftover_findings`).
 
+It also reports a managed key set again outside its section.
+
 Exit codes: 0 clean, 1 differences or findings (or an error).
 """
 
@@ -25,7 +27,7 @@ from anklume.provision.inputs import project_units
 from anklume.provision.readback import leftover_findings
 from anklume.resolve.gpus import parse_resources
 from anklume.units.findings import live_findings
-from anklume.render.managed import extract_managed, managed_block
+from anklume.render.managed import UnmergeableFile, extract_managed, managed_block, managed_keys_outside
 from anklume.render.tree import render_tree
 from anklume.render.write import read_tree_file
 
@@ -41,10 +43,21 @@ def do_verify(infra_file: Path, *, live: bool = False, as_json: bool = False, en
     for rel, body in rendered.items():
         expected = managed_block(body)
         text = read_tree_file(project.root / rel, rel)  # never through a link, like build
-        actual = None if text is None else extract_managed(text)
-        if actual == expected:
+        try:
+            actual = None if text is None else extract_managed(text)
+            stray = [] if actual is None else managed_keys_outside(text, body)
+        except UnmergeableFile as exc:  # markers that do not make one section
+            differences += 1
+            out.print(f"{rel}: {exc.message}")
+            continue
+        for key, line in stray:  # YAML keeps the last value: this one overrides the managed one
+            out.print(f"{rel}:{line}: the managed key '{key}' is also set outside the managed section "
+                      "(its value there overrides the managed one); delete it, or set it in infra.yml")
+        if actual == expected and not stray:
             continue
         differences += 1
+        if actual == expected:
+            continue
         if actual is None:
             out.print(f"{rel}: {'missing' if text is None else 'no managed section'}; run `anklume build`")
             continue

@@ -9,6 +9,7 @@ from pathlib import Path
 import rich_click as click
 
 from anklume import __version__
+from anklume.errors import EXIT_INTERRUPTED, EXIT_USAGE, AnklumeError
 
 click.rich_click.TEXT_MARKUP = "markdown"
 click.rich_click.COMMAND_GROUPS = {
@@ -23,6 +24,28 @@ infra_option = click.option(
     default=Path("infra.yml"), show_default=True, help="The infra.yml to use; the lock and the tree live beside it.")
 
 
+def _usage_exit_code(method):
+    """Wrap a click method so that the usage errors it raises exit with ``EXIT_USAGE`` (3):
+    click's own 2 would read as ``build --plan``'s "changes pending"."""
+    def wrapped(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except click.UsageError as exc:  # includes bad parameter values and no command given
+            exc.exit_code = EXIT_USAGE
+            raise
+    return wrapped
+
+
+class Command(click.RichCommand):
+    make_context = _usage_exit_code(click.RichCommand.make_context)
+
+
+class Group(click.RichGroup):
+    command_class = Command
+    make_context = _usage_exit_code(click.RichGroup.make_context)
+    resolve_command = _usage_exit_code(click.RichGroup.resolve_command)
+
+
 class Context:
     def __init__(self, verbose: bool):
         self.verbose = verbose
@@ -30,8 +53,6 @@ class Context:
 
 def run(ctx: click.Context, action, *args, **kwargs) -> None:
     """The error boundary: an AnklumeError becomes a short message and its exit code."""
-    from anklume.errors import AnklumeError
-
     try:
         code = action(*args, **kwargs)
     except AnklumeError as exc:
@@ -41,7 +62,7 @@ def run(ctx: click.Context, action, *args, **kwargs) -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except Exception as exc:  # noqa: BLE001 - the boundary: a bug is said to be one, in one screen
         if ctx.obj.verbose:
             raise
@@ -52,7 +73,7 @@ def run(ctx: click.Context, action, *args, **kwargs) -> None:
     sys.exit(code or 0)
 
 
-@click.group()
+@click.group(cls=Group)
 @click.version_option(__version__, prog_name="anklume")
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks on errors.")
 @click.pass_context

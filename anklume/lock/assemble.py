@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from anklume.errors import ResolveError
-from anklume.lock.codec import infra_hash
+from anklume.errors import ResolveError, SourceError
+from anklume.lock.codec import infra_hash, lock_problem
 from anklume.lock.gpu import Card, assign_gpus, check_vram, sharing_warnings
 from anklume.model.needs import (INSTANCE_TYPES, RELEASE_ARCH, effective_image, image_key, is_gpu_machine,
                                iter_machines, needs_ollama, needs_open_webui)
@@ -166,8 +166,15 @@ def lock_infra(infra: Infra, old: Lock | None, resolver: Resolver, update: Updat
             gpus = assign_gpus(req.gpu_machines, policy, resolver.gpu_inventory(), old.gpus, keep)
     for w in sharing_warnings(gpus) + check_vram(gpus, req.machine_models, models):
         warn(w)
-    return Lock(version=LOCK_VERSION, infra_hash=infra_hash(infra), images=images, ollama=ollama,
+    lock = Lock(version=LOCK_VERSION, infra_hash=infra_hash(infra), images=images, ollama=ollama,
                 open_webui=open_webui, models=models, gpus=gpus)
+    # The resolvers check what they pin; this is the net under them: never write a lock
+    # that reading it back would refuse.
+    problem = lock_problem(lock)
+    if problem is not None:
+        raise SourceError(f"a source answered a value the lock cannot record: {problem}",
+                          "check the sources (global.sources and the ANKLUME_* variables)")
+    return lock
 
 
 def _still_valid(old: Lock, machines: list[str], policy: str) -> bool:

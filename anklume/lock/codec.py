@@ -13,8 +13,10 @@ from __future__ import annotations
 import blake3
 import msgspec
 
+from anklume import jsonsafe
 from anklume.errors import LockFormatError
-from anklume.lock.schema import LOCK_VERSION, Lock
+from anklume.lock.check import lock_problems
+from anklume.lock.schema import LOCK_VERSION, GpuPin, ImagePin, Lock, ModelPin, explain
 from anklume.model.schema import Infra, SourcesSettings
 
 _ENCODER = msgspec.json.Encoder(order="sorted")
@@ -40,19 +42,62 @@ class _Head(msgspec.Struct):
     version: int
 
 
+_HINT = "restore it from git, or delete it and run `anklume lock`"
+#: Lock field holding pins by key -> the type of one pin (to name the key that fails).
+_PINS = {"images": ImagePin, "models": ModelPin, "gpus": GpuPin}
+
+
 def decode_lock(data: bytes, file: str = "anklume.lock") -> Lock:
+    """The lock in ``data``, every value checked: its form (``anklume.lock.schema``), the
+    values that must agree (``anklume.lock.check``), no key written twice, no nesting
+    deeper than ``anklume.jsonsafe.MAX_DEPTH``.  Anything else is a ``LockFormatError``
+    naming ``file`` and the key path: a lock is a file anyone can edit, never trusted."""
     try:
-        head = msgspec.json.decode(data, type=_Head)
+        head = jsonsafe.decode(data, type=_Head)
     except msgspec.DecodeError as exc:
-        raise LockFormatError(f"{file}: not a valid anklume lock ({exc})",
-                              "restore it from git, or delete it and run `anklume lock`") from None
+        raise LockFormatError(f"{file}: not a valid anklume lock ({exc})", _HINT) from None
     if head.version > LOCK_VERSION:
         raise LockFormatError(f"{file}: lock format version {head.version} is newer than this anklume "
                               f"understands (version {LOCK_VERSION})", "upgrade anklume")
     if head.version < 1:
         raise LockFormatError(f"{file}: unknown lock format version {head.version}")
+    duplicate = jsonsafe.duplicate_key(data)
+    if duplicate is not None:
+        where, key = duplicate
+        raise LockFormatError(f"{file}: {where or '(top level)'}: the key {key!r} appears twice", _HINT)
     try:
-        return msgspec.json.decode(data, type=Lock)
+        lock = msgspec.json.decode(data, type=Lock)
+    except msgspec.ValidationError as exc:
+        raise LockFormatError(f"{file}: {_where(msgspec.json.decode(data), exc)}", _HINT) from None
     except msgspec.DecodeError as exc:
-        raise LockFormatError(f"{file}: not a valid anklume lock ({exc})",
-                              "restore it from git, or delete it and run `anklume lock`") from None
+        raise LockFormatError(f"{file}: not a valid anklume lock ({exc})", _HINT) from None
+    for problem in lock_problems(lock):
+        raise LockFormatError(f"{file}: {problem}", _HINT)
+    return lock
+
+
+def lock_problem(lock: Lock) -> str | None:
+    """The first problem ``decode_lock`` would find in ``lock`` (``"<key path>: <problem>"``),
+    or None: a lock built in code is not checked by msgspec."""
+    doc = msgspec.to_builtins(lock)
+    try:
+        msgspec.convert(doc, Lock)
+    except msgspec.ValidationError as exc:
+        return _where(doc, exc)
+    return next(lock_problems(lock), None)
+
+
+def _where(doc: dict, exc: msgspec.ValidationError) -> str:
+    """``"<key path>: <what was expected>"`` for ``doc`` (the lock as plain data); msgspec
+    names a dict entry ``[...]``, so the pins of the failing field are checked one by one
+    to name the key."""
+    at, words = explain(exc)
+    field = at.partition("[...]")[0]
+    if field in _PINS and at.startswith(field + "[...]"):
+        for key, value in doc[field].items():
+            try:
+                msgspec.convert(value, _PINS[field])
+            except msgspec.ValidationError as sub:
+                sub_at, words = explain(sub)
+                return f"{field}.{key}{'.' + sub_at if sub_at else ''}: {words}"
+    return f"{at or '(top level)'}: {words}"

@@ -4,15 +4,119 @@ and what it resolved to (``locked``), as Nix flake locks do.
 The lock records where things come from by their *canonical* public names
 (``https://images.linuxcontainers.org``, ``registry.ollama.ai``, the GitHub
 release URL, ``files.pythonhosted.org``): a mirror changes where bytes are fetched, never what the lock says.
+
+Every value has a form (a digest, a URL, a file name, a bounded size: see ``FORMS`` and the
+``MAX_*`` bounds), checked when a lock is read (``anklume.lock.codec``) as strictly as the
+resolvers check what a source sends: a lock is a file anyone can edit, never trusted.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
 LOCK_VERSION = 1
+
+# -- bounds: far above any real artefact, low enough that no sum of them leaves 64 bits.
+# The resolvers refuse a source that sends more; the lock refuses a pin that records more.
+
+#: One model blob (a layer or the config): 16 TiB; the largest public models are about 1.5 TiB.
+MAX_BLOB_BYTES = 2**44
+#: Layers in one model manifest (real ones have fewer than 10).
+MAX_LAYERS = 64
+#: A model's total size: every layer and the config at their largest.
+MAX_MODEL_BYTES = (MAX_LAYERS + 1) * MAX_BLOB_BYTES
+#: One image file (metadata tarball or root file system): 4 TiB.
+MAX_IMAGE_FILE_BYTES = 2**42
+#: The Open WebUI wheel: 16 GiB (0.12.4's is 101 MiB).
+MAX_WHEEL_BYTES = 2**34
+#: The Ollama release asset: 1 TiB (0.13's linux-amd64 .tgz is about 1.7 GB).
+MAX_RELEASE_BYTES = 2**40
+#: One GPU's memory: 16 TiB, in MiB (an H200 has 143,771 MiB).
+MAX_VRAM_MIB = 2**24
+
+
+# -- the forms of locked values.  Every pattern is anchored with \A and \Z (msgspec searches
+# a pattern, and '$' also matches before a final newline).
+
+#: (pattern, what a user reads) of each form, for error messages.
+FORMS: dict[str, str] = {}
+
+
+def _form(pattern: str, words: str, max_length: int | None = None) -> object:
+    FORMS[pattern] = words
+    return Annotated[str, msgspec.Meta(pattern=pattern, max_length=max_length, description=words)]
+
+
+Hex64 = _form(r"\A[0-9a-f]{64}\Z", "64 lower-case hex digits (a sha256)")
+Sha256Digest = _form(r"\Asha256:[0-9a-f]{64}\Z", "a digest 'sha256:' and 64 lower-case hex digits")
+Blake3Hash = _form(r"\Ablake3:[0-9a-f]{64}\Z", "'blake3:' and 64 lower-case hex digits")
+#: An http(s) URL: a host name or IPv4 address, an optional port, a path of printable ASCII.
+HttpUrl = _form(r"\Ahttps?://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?(/[!-~]*)?\Z",
+                "an http:// or https:// URL", 2048)
+#: A file name: no '/', not starting with '.' (so never '.' or '..').
+FileName = _form(r"\A[A-Za-z0-9_][A-Za-z0-9_.+-]{0,254}\Z", "a file name (letters, digits, '_.+-')")
+WheelName = _form(r"\A[A-Za-z0-9_][A-Za-z0-9_.+-]{0,250}\.whl\Z", "a wheel file name (*.whl)")
+#: A relative path whose every part starts with a letter, a digit or '_' (so never '..').
+RelPath = _form(r"\A[A-Za-z0-9_][A-Za-z0-9_.:+~@=,-]*(/[A-Za-z0-9_][A-Za-z0-9_.:+~@=,-]*)*\Z",
+                "a relative path without '..'", 1024)
+Version = _form(r"\A[0-9][0-9A-Za-z.+_-]{0,63}\Z", "a version like 0.13.1")
+#: What a user wrote where a version is asked ("latest", "0.13.1", "v0.13.1").
+VersionRequest = _form(r"\A[A-Za-z0-9][0-9A-Za-z.+_-]{0,63}\Z", "'latest' or a version like 0.13.1")
+ArchName = _form(r"\A[a-z0-9_]{1,32}\Z", "an architecture name like x86_64 or amd64")
+ImageAlias = _form(r"\A[A-Za-z0-9][A-Za-z0-9_./-]{0,254}\Z", "an image alias like debian/13")
+ImageFtype = _form(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z", "a simplestreams file type like squashfs")
+MediaType = _form(r"\A[A-Za-z0-9][A-Za-z0-9!#$&^_.+/-]{0,254}\Z", "a media type like application/vnd.ollama.image.model")
+MachineName = _form(r"\A[a-z]([a-z0-9-]{0,61}[a-z0-9])?\Z", "a machine name")
+PciAddress = _form(r"\A[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]\Z", "a PCI address like 0000:00:06.0")
+PciId = _form(r"\A[0-9a-f]{4}\Z", "4 lower-case hex digits (a PCI id)")
+GpuUuid = _form(r"\A[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}\Z", "a GPU UUID like GPU-9e1c631b-...")
+#: Free text (a GPU model, an OS name, a serial): one line of printable characters.
+Text = _form(r"\A[^\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]{0,256}\Z",
+             "one line of at most 256 printable characters")
+
+
+
+def explain(exc: msgspec.ValidationError) -> tuple[str, str]:
+    """``(path, what was expected)`` of a msgspec validation error, in a user's words:
+    ``("locked.digest", "expected a digest 'sha256:' and 64 lower-case hex digits")``."""
+    text = str(exc)
+    text, _, at = text.partition(" - at `$")
+    at = at.removesuffix("`").lstrip(".")
+    for pattern, words in FORMS.items():
+        text = text.replace(f"`str` matching regex {pattern!r}", words)
+    text = text.replace("`", "")
+    return at, (text[:1].lower() + text[1:]) if text else "invalid value"
+
+
+def is_form(form: object, value: object) -> bool:
+    """Whether ``value`` is of ``form`` (one of the annotated types above)."""
+    try:
+        msgspec.convert(value, form)
+    except msgspec.ValidationError:
+        return False
+    return True
+
+
+def form_problem(value: msgspec.Struct) -> str | None:
+    """``"<path>: <what was expected>"`` for the first value of ``value`` (a pin, or a part of
+    one) that is not of its form, or None.  msgspec checks forms when it decodes, not when
+    code builds a struct: the resolvers ask this of every pin they make."""
+    try:
+        msgspec.convert(msgspec.to_builtins(value), type(value))
+    except msgspec.ValidationError as exc:
+        at, words = explain(exc)
+        return f"{at}: {words}" if at else words
+    return None
+
+
+BlobSize = Annotated[int, msgspec.Meta(ge=0, le=MAX_BLOB_BYTES)]
+ModelSize = Annotated[int, msgspec.Meta(ge=0, le=MAX_MODEL_BYTES)]
+ImageFileSize = Annotated[int, msgspec.Meta(gt=0, le=MAX_IMAGE_FILE_BYTES)]
+WheelSize = Annotated[int, msgspec.Meta(ge=0, le=MAX_WHEEL_BYTES)]
+ReleaseSize = Annotated[int, msgspec.Meta(gt=0, le=MAX_RELEASE_BYTES)]
+VramMib = Annotated[int, msgspec.Meta(ge=0, le=MAX_VRAM_MIB)]
 
 
 class Base(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -23,26 +127,26 @@ class Base(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True
 
 
 class ImageOriginal(Base):
-    remote: str  # "images" (simplestreams) or "local" (the Incus server's own store)
-    alias: str  # "debian/13"
-    architecture: str  # Incus name: "x86_64", "aarch64"
+    remote: Literal["images", "local"]  # simplestreams, or the Incus server's own store
+    alias: ImageAlias  # "debian/13"
+    architecture: ArchName  # Incus name: "x86_64", "aarch64"
     type: Literal["container", "virtual-machine"]
 
 
 class ImageFile(Base):
-    path: str
-    sha256: str
-    size: int
+    path: RelPath  # relative to the server
+    sha256: Hex64
+    size: ImageFileSize
 
 
 class ImageLocked(Base):
-    fingerprint: str  # Incus fingerprint (sha256 of meta || root, or of the unified tarball)
-    serial: str | None = None  # simplestreams version key ("20200304_22:10")
-    server: str | None = None  # canonical simplestreams URL; None for local images
-    os: str | None = None
-    release: str | None = None
-    variant: str | None = None
-    ftype: str | None = None  # root file type: squashfs, root.tar.xz, disk-kvm.img, ...
+    fingerprint: Hex64  # Incus fingerprint (sha256 of meta || root, or of the unified tarball)
+    serial: Text | None = None  # simplestreams version key ("20200304_22:10")
+    server: HttpUrl | None = None  # canonical simplestreams URL; None for local images
+    os: Text | None = None
+    release: Text | None = None
+    variant: Text | None = None
+    ftype: ImageFtype | None = None  # root file type: squashfs, root.tar.xz, disk-kvm.img, ...
     meta: ImageFile | None = None
     root: ImageFile | None = None
 
@@ -56,18 +160,18 @@ class ImagePin(Base):
 
 
 class OllamaOriginal(Base):
-    version: str  # what the user asked for: "0.13.1", or "latest"
-    architecture: str  # "amd64" / "arm64" (release asset naming)
+    version: VersionRequest  # what the user asked for: "0.13.1", or "latest"
+    architecture: ArchName  # "amd64" / "arm64" (release asset naming)
 
 
 class OllamaLocked(Base, omit_defaults=True):
-    version: str
-    asset: str  # "ollama-linux-amd64.tgz"
-    url: str  # canonical GitHub release download URL
-    sha256: str
+    version: Version
+    asset: FileName  # "ollama-linux-amd64.tgz"
+    url: HttpUrl  # canonical GitHub release download URL, ending in /<asset>
+    sha256: Hex64
     # bytes of the asset (its Content-Length); None in locks written before it was pinned,
     # which are left out when written, so re-locking keeps such a pin byte for byte
-    size: int | None = None
+    size: ReleaseSize | None = None
 
 
 class OllamaPin(Base):
@@ -79,23 +183,23 @@ class OllamaPin(Base):
 
 
 class ModelOriginal(Base):
-    ref: str  # exactly what the user wrote: "llama3.2:3b"
+    ref: Annotated[str, msgspec.Meta(max_length=1024)]  # exactly what the user wrote: "llama3.2:3b"
 
 
 class ModelBlob(Base):
-    mediaType: str
-    digest: str  # "sha256:<hex>"
-    size: int
+    mediaType: MediaType
+    digest: Sha256Digest  # "sha256:<hex>"
+    size: BlobSize
 
 
 class ModelLocked(Base):
-    name: str  # fully qualified: "registry.ollama.ai/library/llama3.2:3b"
-    digest: str  # "sha256:<hex>" of the exact manifest bytes served
-    manifest: str  # the exact manifest text: placing it by digest needs no registry
+    name: Annotated[str, msgspec.Meta(max_length=1024)]  # fully qualified: "registry.ollama.ai/library/llama3.2:3b"
+    digest: Sha256Digest  # "sha256:<hex>" of the exact manifest bytes served
+    manifest: Annotated[str, msgspec.Meta(max_length=1 << 20)]  # the exact manifest text: placing it by digest needs no registry
     config: ModelBlob
-    layers: list[ModelBlob]
-    size: int  # sum of layers + config (Ollama's /api/tags size)
-    vram_bytes: int  # sum of the layers that occupy VRAM (model, projector, adapter...)
+    layers: Annotated[list[ModelBlob], msgspec.Meta(min_length=1, max_length=MAX_LAYERS)]
+    size: ModelSize  # sum of layers + config (Ollama's /api/tags size)
+    vram_bytes: ModelSize  # sum of the layers that occupy VRAM (model, projector, adapter...)
 
 
 class ModelPin(Base):
@@ -107,16 +211,16 @@ class ModelPin(Base):
 
 
 class OpenWebUIOriginal(Base):
-    version: str  # what the user asked for: "0.12.4", or "latest"
+    version: VersionRequest  # what the user asked for: "0.12.4", or "latest"
 
 
 class OpenWebUILocked(Base):
-    version: str  # the release's version as PyPI lists it
-    filename: str  # the py3-none-any wheel: "open_webui-0.12.4-py3-none-any.whl"
-    url: str  # canonical https://files.pythonhosted.org/packages/... URL of the wheel
-    sha256: str  # hex, as PyPI's digests.sha256
-    size: int
-    requires_python: str | None = None  # the wheel's Requires-Python: "<3.13.0a1,>=3.11"
+    version: Version  # the release's version as PyPI lists it
+    filename: WheelName  # the py3-none-any wheel: "open_webui-0.12.4-py3-none-any.whl"
+    url: HttpUrl  # canonical https://files.pythonhosted.org/packages/... URL of the wheel, ending in /<filename>
+    sha256: Hex64  # hex, as PyPI's digests.sha256
+    size: WheelSize
+    requires_python: Text | None = None  # the wheel's Requires-Python: "<3.13.0a1,>=3.11"
 
 
 class OpenWebUIPin(Base):
@@ -128,17 +232,17 @@ class OpenWebUIPin(Base):
 
 
 class GpuOriginal(Base):
-    machine: str
+    machine: MachineName
     policy: Literal["exclusive", "shared"]
 
 
 class GpuLocked(Base):
-    pci: str  # "0000:00:06.0" (a slot, not a card: uuid says which card)
-    vendor_id: str
-    product_id: str
-    model: str | None = None
-    uuid: str | None = None
-    vram_mib: int | None = None
+    pci: PciAddress  # "0000:00:06.0" (a slot, not a card: uuid says which card)
+    vendor_id: PciId
+    product_id: PciId
+    model: Text | None = None
+    uuid: GpuUuid | None = None
+    vram_mib: VramMib | None = None
 
 
 class GpuPin(Base):
@@ -151,7 +255,7 @@ class GpuPin(Base):
 
 class Lock(Base):
     version: int
-    infra_hash: str  # "blake3:<hex>" of the canonical parsed infra model
+    infra_hash: Blake3Hash  # "blake3:<hex>" of the canonical parsed infra model
     images: dict[str, ImagePin] = {}
     ollama: OllamaPin | None = None
     open_webui: OpenWebUIPin | None = None

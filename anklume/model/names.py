@@ -1,5 +1,9 @@
 """Names that become Incus objects, file names, interface names or registry
-paths.  Each rule is checked before anything uses the name."""
+paths.  Each rule is checked before anything uses the name.
+
+Every pattern is anchored with ``\\A`` and ``\\Z``, and checked with ``fullmatch``: ``$``
+also matches before a final newline, so ``^...$`` with ``match`` would take ``"lab\\n"``
+for a name (and write ``inventory/lab\\n.yml``)."""
 
 from __future__ import annotations
 
@@ -10,18 +14,18 @@ import msgspec
 from anklume.errors import ResolveError
 
 #: Domains name an Incus project, a bridge ``net-<domain>`` and files: DNS-safe.
-DOMAIN_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+DOMAIN_RE = re.compile(r"\A[a-z0-9]([a-z0-9-]*[a-z0-9])?\Z")
 #: Machines name Incus instances (hostnames) and ``host_vars/<machine>.yml``.
-MACHINE_RE = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
+MACHINE_RE = re.compile(r"\A[a-z]([a-z0-9-]{0,61}[a-z0-9])?\Z")
 #: Profiles, devices and volumes: no '/', no leading '.', so never '..'.
-PROFILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-DEVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-ROLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,2}$")
-ANSIBLE_VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+PROFILE_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
+DEVICE_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
+ROLE_RE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,2}\Z")
+ANSIBLE_VAR_RE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
 
 IMAGE_REMOTES = ("images", "local")
 DEFAULT_REGISTRY = "registry.ollama.ai"
-_ALIAS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]*$")
+_ALIAS_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_./-]*\Z")
 
 
 def parse_image_ref(ref: str) -> tuple[str, str, str | None]:
@@ -32,7 +36,7 @@ def parse_image_ref(ref: str) -> tuple[str, str, str | None]:
         remote, alias = "local", ref
     if remote not in IMAGE_REMOTES:
         return remote, alias, f"unknown remote '{remote}' (known: {', '.join(IMAGE_REMOTES)})"
-    if not _ALIAS_RE.match(alias) or ".." in alias.split("/"):
+    if not _ALIAS_RE.fullmatch(alias) or ".." in alias.split("/"):
         return remote, alias, "the alias must be letters, digits and '-_./' without spaces"
     return remote, alias, None
 

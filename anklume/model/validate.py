@@ -6,6 +6,7 @@ Pure: no I/O.  Every problem goes into the context; nothing stops at the first.
 from __future__ import annotations
 
 import ipaddress
+import re
 
 from anklume.model.convert import Context
 from anklume.model.schema import Infra
@@ -13,6 +14,7 @@ from anklume.model.names import (ANSIBLE_VAR_RE, DEVICE_RE, DOMAIN_RE, MACHINE_R
                                  ROLE_RE, check_model_ref, parse_image_ref, parse_model_ref)
 
 IFNAMSIZ = 15  # Linux interface names: at most 15 characters
+_OCTET = re.compile(r"[0-9]{1,3}")
 #: The ``anklume_`` variables a machine's ``vars`` may set: settings of the shipped roles.
 USER_SETTINGS = frozenset({"anklume_require_systemd"})
 
@@ -25,7 +27,7 @@ def validate_infra(infra: Infra, ctx: Context) -> None:
     ip_owner: dict[str, str] = {}
     for dname, domain in infra.domains.items():
         dpath = ("domains", dname)
-        if not DOMAIN_RE.match(dname):
+        if not DOMAIN_RE.fullmatch(dname):
             ctx.add(dpath, f"Domain '{dname}': invalid name (lowercase alphanumeric + hyphen)",
                     "use lowercase letters, digits and inner hyphens, e.g. 'homelab'")
         elif dname == "all":
@@ -44,17 +46,17 @@ def validate_infra(infra: Infra, ctx: Context) -> None:
         profiles = domain.profiles or {}
         for pname, profile in profiles.items():
             ppath = dpath + ("profiles", pname)
-            if not PROFILE_RE.match(pname):
+            if not PROFILE_RE.fullmatch(pname):
                 ctx.add(ppath, f"invalid profile name '{pname}'", "letters, digits, '-', '_' and '.'")
             for dev in (profile.get("devices") or {}):
-                if not DEVICE_RE.match(dev):
+                if not DEVICE_RE.fullmatch(dev):
                     ctx.add(ppath + ("devices", dev), f"invalid device name '{dev}'")
         network = None
         if base is not None:
             network = ipaddress.IPv4Network(f"{base}.{domain.subnet_id}.0/24")
         for mname, machine in (domain.machines or {}).items():
             mpath = dpath + ("machines", mname)
-            if not MACHINE_RE.match(mname):
+            if not MACHINE_RE.fullmatch(mname):
                 ctx.add(mpath, f"Machine '{mname}': invalid name",
                         "1-63 characters: lowercase letters, digits and inner hyphens, starting with a letter")
             if mname in machine_owner:
@@ -70,15 +72,15 @@ def validate_infra(infra: Infra, ctx: Context) -> None:
                                                      f"in domain '{dname}'",
                             f"define it under domains.{dname}.profiles, or use 'default'")
             for i, role in enumerate(machine.roles or []):
-                if not ROLE_RE.match(role):
+                if not ROLE_RE.fullmatch(role):
                     ctx.add(mpath + ("roles", i), f"invalid role name '{role}'",
                             "an Ansible role name: letters, digits, '_' (and '.' for collections)")
             for dev in (machine.devices or {}):
-                if not DEVICE_RE.match(dev):
+                if not DEVICE_RE.fullmatch(dev):
                     ctx.add(mpath + ("devices", dev), f"invalid device name '{dev}'")
             for vname, vol in (machine.storage_volumes or {}).items():
                 vpath = mpath + ("storage_volumes", vname)
-                if not DEVICE_RE.match(vname):
+                if not DEVICE_RE.fullmatch(vname):
                     ctx.add(vpath, f"invalid storage volume name '{vname}'")
                 if not str(vol.get("path", "")).startswith("/"):
                     ctx.add(vpath + ("path",), "the mount path must be absolute", "e.g. /root/.ollama")
@@ -97,7 +99,7 @@ def validate_infra(infra: Infra, ctx: Context) -> None:
                 else:
                     seen[full] = ref
             for var in (machine.vars or {}):
-                if not ANSIBLE_VAR_RE.match(str(var)):
+                if not ANSIBLE_VAR_RE.fullmatch(str(var)):
                     ctx.add(mpath + ("vars", var), f"'{var}' is not a valid Ansible variable name",
                             "letters, digits and '_', not starting with a digit")
                 elif (var.startswith("instance_") or var.startswith("anklume_")) and var not in USER_SETTINGS:
@@ -111,7 +113,8 @@ def _base_subnet(infra: Infra, ctx: Context) -> str | None:
         return None  # not a string (e.g. 172.16 unquoted): the default would flag every IP
     base = infra.global_.base_subnet
     parts = base.split(".")
-    if len(parts) != 2 or not all(p.isdigit() and str(int(p)) == p and int(p) <= 255 for p in parts):
+    # ASCII digits only: str.isdigit takes '²' too, and int('²') raises
+    if len(parts) != 2 or not all(_OCTET.fullmatch(p) and str(int(p)) == p and int(p) <= 255 for p in parts):
         ctx.add(("global", "base_subnet"), f"expected the first two octets of an IPv4 network "
                                            f"like '10.100', got {base!r}")
         return None

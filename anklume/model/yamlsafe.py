@@ -5,10 +5,15 @@
 - Duplicate keys in one mapping are an error (PyYAML keeps the last silently).
 - Anchors and aliases are expanded by us with a budget, so a "billion laughs"
   document is refused before it can take memory.
+- Text no file can hold (a lone surrogate, which a ``"\\ud800"`` escape makes and UTF-8
+  cannot encode) and integers beyond 64 bits (:data:`INT_MIN`..:data:`INT_MAX`: what
+  msgpack, Incus and most YAML readers hold) are problems of the value or key that
+  holds them, never a crash later.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -37,6 +42,10 @@ class _TooDeep(yaml.YAMLError):
 
 _STR_TAG = "tag:yaml.org,2002:str"
 
+#: The integers a value may hold: 64-bit signed, as Incus (Go's int64) reads them.
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
 
 class _Loader(yaml.SafeLoader):
     _depth = 0
@@ -49,6 +58,11 @@ class _Loader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
+
+
+#: A SafeLoader that refuses nesting deeper than MAX_DEPTH (a ``yaml.YAMLError``) instead of
+#: exhausting the stack: for any YAML a user may have written (tree files included).
+BoundedLoader = _Loader
 
 
 def _fail(file: str, message: str, line: int | None = None, hint: str | None = None) -> InvalidInfra:
@@ -172,6 +186,9 @@ def _build(node: yaml.Node, path: Path_, marks: dict[Path_, int], problems: list
             if key is None:
                 problems.append(Problem(file, dotted(path), "keys must be plain names",
                                         key_node.start_mark.line + 1))
+            elif has_surrogate(key):
+                problems.append(Problem(file, dotted(path + (printable(key),)), _SURROGATE_MESSAGE,
+                                        key_node.start_mark.line + 1, _SURROGATE_HINT))
             elif key in written:
                 problems.append(Problem(file, dotted(path + (key,)), "duplicate key",
                                         key_node.start_mark.line + 1,
@@ -191,13 +208,35 @@ def _build(node: yaml.Node, path: Path_, marks: dict[Path_, int], problems: list
             items.append(_build(child, path + (i,), marks, problems, file, ctor))
         return items
     try:
-        return ctor.construct_object(node)
+        value = ctor.construct_object(node)
     except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
         problem = _yaml_problem(exc) if isinstance(exc, yaml.YAMLError) else str(exc)
         mark = getattr(exc, "problem_mark", None) or node.start_mark
-        problems.append(Problem(file, dotted(path), f"invalid value {node.value[:40]!r}: {problem}",
+        problems.append(Problem(file, dotted(path), f"invalid value {printable(node.value[:40])!r}: {problem}",
                                 mark.line + 1))
         return None
+    if type(value) is str and has_surrogate(value):
+        problems.append(Problem(file, dotted(path), _SURROGATE_MESSAGE, node.start_mark.line + 1, _SURROGATE_HINT))
+        return None
+    if type(value) is int and not INT_MIN <= value <= INT_MAX:
+        problems.append(Problem(file, dotted(path), f"the integer {node.value[:40]} does not fit in 64 bits "
+                                                    f"({INT_MIN} to {INT_MAX})",
+                                node.start_mark.line + 1, "quote it if it is meant as text"))
+        return None
+    return value
+
+
+_SURROGATE_MESSAGE = "the text holds a lone surrogate (an escape \\uD800 to \\uDFFF), which UTF-8 cannot store"
+_SURROGATE_HINT = "write the character itself, or a pair of escapes that make one character"
+
+
+def has_surrogate(text: str) -> bool:
+    return not text.isascii() and _SURROGATE.search(text) is not None
+
+
+def printable(text: str) -> str:
+    """``text`` with any lone surrogate written as an escape (``\\ud800``), so it can be printed."""
+    return text if not has_surrogate(text) else text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"

@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import blake3
+import msgspec
 import yaml
 
+from anklume import jsonsafe
 from anklume.errors import AnklumeError
 from anklume.lock.schema import Lock
 from anklume.fsio import atomic_write, default_cache_dir
@@ -76,8 +78,8 @@ def wheelhouse_files(folder: Path, memo_dir: Path | None = None) -> list[list[An
                            "set vars.open_webui_wheelhouse_src to a directory of wheels (`pip download -d DIR ...`)")
     memo_path = (memo_dir or default_cache_dir(os.environ)) / "wheelhouse-sha256.json"
     try:
-        memo = json.loads(memo_path.read_text())
-    except (OSError, ValueError):
+        memo = jsonsafe.decode(memo_path.read_bytes(), type=dict[str, str])
+    except (OSError, msgspec.DecodeError):
         memo = {}
     out, changed = [], False
     for path in sorted(folder.glob("*.whl")):

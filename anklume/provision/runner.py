@@ -21,6 +21,7 @@ import yaml
 
 from anklume.errors import AnklumeError
 from anklume.model.names import DOMAIN_RE, MACHINE_RE, ROLE_RE
+from anklume.model.yamlsafe import BoundedLoader
 
 CONNECTION_PLUGINS = Path(__file__).resolve().parent / "connection_plugins"
 CONNECTION = "anklume_incus"
@@ -175,14 +176,14 @@ def _environment(roles_path: Sequence[Path], data_dir: Path) -> dict[str, str]:
 
 
 def _check_name(kind: str, value: str, pattern) -> None:
-    if not isinstance(value, str) or not pattern.match(value):
+    if not isinstance(value, str) or not pattern.fullmatch(value):
         raise AnklumeError(f"invalid {kind} name {value!r}", f"a {kind} name must match {pattern.pattern}")
 
 
 def _check_host(inventory: Path, domain: str, machine: str) -> None:
     """The machine is a host of the domain's inventory (else Ansible would silently do nothing)."""
     try:
-        doc = yaml.safe_load(inventory.read_text())
+        doc = yaml.load(inventory.read_text(), Loader=BoundedLoader)  # nesting bounded
     except OSError as err:
         raise AnklumeError(f"cannot read the inventory {inventory}: {err.strerror}",
                            "run `anklume build` to write the Ansible tree") from None

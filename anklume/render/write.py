@@ -9,12 +9,15 @@ find orphans, prune them.
   never half of one.
 - Symbolic links are never followed: a managed file or folder that is a link is an
   error, an orphan that is a link is reported and left alone.
+- Temp files that a killed writer left (``.<file>.<pid>.<hex>.anklume-tmp``) are removed
+  by the next ``apply_tree`` once their writer is gone; a live writer's never are.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +25,9 @@ from pathlib import Path
 import yaml
 
 from anklume.errors import AnklumeError
-from anklume.fsio import atomic_write
+from anklume.fsio import atomic_write, file_kind, remove_stale_temps
+from anklume.model.yamlsafe import BoundedLoader
+from anklume.project import LOCK_NAME
 from anklume.render.managed import UnmergeableFile, extract_managed, managed_block, merge_managed
 
 #: Folders of the tree; only ``*.yml`` files directly in them are anklume's business.
@@ -78,7 +83,15 @@ def read_tree_file(path: Path | str, rel: str) -> str | None:
     through a symbolic link.  Any other problem (a link, a folder, unreadable, not UTF-8)
     is a ``TreeError`` naming ``rel``."""
     try:
-        fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise TreeError(f"cannot read {rel}: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode) and not stat.S_ISLNK(st.st_mode):
+        _not_regular(rel, st.st_mode)  # never opened: a FIFO would block, a device never end
+    try:
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -87,6 +100,9 @@ def read_tree_file(path: Path | str, rel: str) -> str | None:
                             "replace it by a regular file (or delete it) and build again") from None
         raise TreeError(f"cannot read {rel}: {exc.strerror}") from None
     try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):  # replaced since the lstat
+            _not_regular(rel, mode)
         chunks = []
         while chunk := os.read(fd, _CHUNK):
             chunks.append(chunk)
@@ -101,6 +117,12 @@ def read_tree_file(path: Path | str, rel: str) -> str | None:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         raise TreeError(f"{rel} is not UTF-8 text", "save it as UTF-8 and build again") from None
+
+
+def _not_regular(rel: str, mode: int) -> None:
+    if stat.S_ISDIR(mode):
+        raise TreeError(f"{rel} is a folder, not a file", "move it aside and build again")
+    raise TreeError(f"{rel} is {file_kind(mode)}, not a regular file", "move it aside and build again")
 
 
 def _check_dirs(root: Path, rels: Iterable[str]) -> None:
@@ -138,7 +160,10 @@ def plan_tree(root: Path, rendered: Mapping[str, str]) -> TreeChanges:
 
 
 def apply_tree(changes: TreeChanges) -> None:
-    """Write every changed file atomically; unchanged files are not touched."""
+    """Write every changed file atomically; unchanged files are not touched.  First, the
+    temp files that killed writers left in the tree (and of the lock beside it) are removed
+    (``anklume.fsio.remove_stale_temps``: never a live writer's)."""
+    remove_stale_tree_temps(changes.root)
     made: set[Path] = set()
     for change in changes.changed:
         path = changes.root / change.path
@@ -151,6 +176,16 @@ def apply_tree(changes: TreeChanges) -> None:
             raise TreeError(f"cannot write {change.path}: {exc.strerror or exc}") from None
     for folder in made:
         _fsync_dir(folder)
+
+
+def remove_stale_tree_temps(root: Path) -> list[Path]:
+    """Temp files of dead writers of ``*.yml`` files in the tree's folders, and of the lock."""
+    removed = remove_stale_temps(root, lambda name: name == LOCK_NAME)
+    for sub in TREE_DIRS:
+        folder = root / sub
+        if not folder.is_symlink() and folder.is_dir():
+            removed += remove_stale_temps(folder, lambda name: name.endswith(".yml"))
+    return removed
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -178,7 +213,7 @@ def find_orphans(root: Path, rendered: Mapping[str, str]) -> list[Orphan]:
     ``domain_ephemeral: true`` (group_vars); an orphan ``inventory/<d>.yml`` only when
     ``group_vars/<d>.yml`` says so (the original deleted it whatever the domain).  A
     missing key, a section that does not parse, a file without a managed section (not
-    written by anklume) or a link is protected.
+    written by anklume), one whose markers do not make one section, or a link is protected.
     """
     root = Path(root)
     orphans: list[Orphan] = []
@@ -206,7 +241,10 @@ def _orphan(root: Path, rel: str) -> Orphan:
         return Orphan(path, True, f"cannot read it: {exc.message}")
     if text is None:
         return Orphan(path, False, "already gone")
-    section = extract_managed(text)
+    try:
+        section = extract_managed(text)
+    except UnmergeableFile as exc:
+        return Orphan(path, True, f"its managed section is unclear: {exc.message}")
     if section is None:
         return Orphan(path, True, "no managed section: not written by anklume, remove it by hand")
     sub, _, name = rel.partition("/")
@@ -222,7 +260,10 @@ def _orphan(root: Path, rel: str) -> Orphan:
             return Orphan(path, True, f"cannot read {group_vars}: {exc.message}")
         if gtext is None:
             return Orphan(path, True, f"no {group_vars} says whether the domain was ephemeral")
-        section = extract_managed(gtext)
+        try:
+            section = extract_managed(gtext)
+        except UnmergeableFile as exc:
+            return Orphan(path, True, f"the managed section of {group_vars} is unclear: {exc.message}")
         if section is None:
             return Orphan(path, True, f"{group_vars} has no managed section")
         protected, why = _protection(section, group_vars, "domain_ephemeral")
@@ -236,7 +277,7 @@ def _protection(section: str, rel: str, key: str) -> tuple[bool, str]:
     """Only an explicit ``true`` makes the resource ephemeral, hence deletable; anything
     else (false, missing, unreadable) keeps it: protection is the default."""
     try:
-        data = yaml.safe_load(section)
+        data = yaml.load(section, Loader=BoundedLoader)  # nesting bounded: a user's file
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or "invalid YAML"
         return True, f"the managed section of {rel} does not parse ({problem})"

@@ -16,11 +16,12 @@ from __future__ import annotations
 import csv
 import re
 from collections.abc import Iterable, Mapping
-from typing import Annotated
 
 import msgspec
 
+from anklume import jsonsafe
 from anklume.errors import SourceError
+from anklume.lock.schema import MAX_VRAM_MIB, GpuUuid, PciAddress, PciId, Text, VramMib
 
 EMULATED_DRIVERS = frozenset(
     {"virtio_gpu", "virtio-gpu", "virtio-pci", "qxl", "bochs", "bochs-drm", "cirrus", "vmwgfx", "simpledrm"}
@@ -34,8 +35,8 @@ SMI_FIELDS = ("index", "uuid", "name", "pci.bus_id", "memory.total")
 _PCI = re.compile(r"(?:([0-9a-fA-F]{1,8}):)?([0-9a-fA-F]{2}):([0-9a-fA-F]{2})\.([0-7])")
 _NOT_AVAILABLE = {"", "n/a", "[n/a]", "[not supported]", "[unknown error]"}
 
-PciAddress = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")]
-PciId = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{4}$")]
+#: memory.total of nvidia-smi: a number of MiB (ASCII digits: ``str.isdigit`` takes '²' too).
+_MIB = re.compile(r"[0-9]{1,12}")
 
 
 class GpuCard(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -44,12 +45,12 @@ class GpuCard(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     pci: PciAddress  # "0000:00:06.0": a slot, not a card (uuid says which card)
     vendor_id: PciId  # "10de"
     product_id: PciId  # "2335"
-    vendor: str | None = None  # "NVIDIA Corporation"
-    product: str | None = None  # "GK208B [GeForce GT 730]" (pci.ids name)
-    driver: str | None = None  # "nvidia"
-    model: str | None = None  # "NVIDIA H200"
-    uuid: str | None = None  # "GPU-7439f9f0-..."
-    vram_mib: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    vendor: Text | None = None  # "NVIDIA Corporation"
+    product: Text | None = None  # "GK208B [GeForce GT 730]" (pci.ids name)
+    driver: Text | None = None  # "nvidia"
+    model: Text | None = None  # "NVIDIA H200"
+    uuid: GpuUuid | None = None  # "GPU-7439f9f0-..."
+    vram_mib: VramMib | None = None  # at most MAX_VRAM_MIB (16 TiB)
 
 
 class SmiGpu(msgspec.Struct, frozen=True, kw_only=True):
@@ -167,8 +168,9 @@ def _smi_row(row: list[str], columns: dict[str, int], source: str) -> SmiGpu:
         raise SourceError(f"{source}: {err}") from None
     memory = cell("memory.total")
     vram = memory.removesuffix("MiB").strip() if memory else None
-    if vram is not None and not vram.isdigit():
-        raise SourceError(f"{source}: memory.total {memory!r} is not a number of MiB")
+    if vram is not None and (not _MIB.fullmatch(vram) or int(vram) > MAX_VRAM_MIB):
+        raise SourceError(f"{source}: memory.total {memory!r} is not a number of MiB "
+                          f"(at most {MAX_VRAM_MIB}, 16 TiB)")
     return SmiGpu(pci=pci, uuid=cell("uuid"), name=cell("name"), vram_mib=int(vram) if vram else None)
 
 
@@ -182,9 +184,12 @@ def join_inventory(cards: Iterable[GpuCard], smi: Iterable[SmiGpu]) -> list[GpuC
     for card in cards:
         row = by_pci.get(card.pci)
         if row is not None:
-            card = msgspec.structs.replace(
-                card, uuid=row.uuid or card.uuid, model=row.name or card.model, vram_mib=row.vram_mib
-            )
+            fields = msgspec.structs.asdict(card) | {
+                "uuid": row.uuid or card.uuid, "model": row.name or card.model, "vram_mib": row.vram_mib}
+            try:  # what nvidia-smi says is checked like what Incus says
+                card = msgspec.convert(fields, GpuCard)
+            except msgspec.ValidationError as err:
+                raise SourceError(f"nvidia-smi: GPU at {card.pci}: {err}") from None
         joined.append(card)
     return sorted(joined, key=lambda card: card.pci)
 
@@ -202,7 +207,7 @@ def parse_inventory_file(data: bytes, *, source: str = "GPU inventory") -> list[
     """Cards from a file: anklume's inventory (a JSON list, see :func:`encode_inventory`)
     or an Incus resources document (a JSON object, see :func:`parse_resources`)."""
     try:
-        doc = msgspec.json.decode(data)
+        doc = jsonsafe.decode(data)
     except msgspec.DecodeError as err:
         raise SourceError(f"{source}: not JSON: {err}") from None
     if isinstance(doc, dict):

@@ -60,8 +60,8 @@ from pathlib import Path
 import blake3
 import msgspec
 
-from anklume import __version__
-from anklume.fsio import atomic_write, default_cache_dir
+from anklume import __version__, jsonsafe
+from anklume.fsio import atomic_write, default_cache_dir, read_or_none
 from anklume.errors import AnklumeError, OfflineMiss, SourceError
 from anklume.resolve.fetched import Fetched, Headers, HttpStatusError
 from anklume.resolve.limits import DEFAULT_LIMIT, MiB, Limit
@@ -571,8 +571,13 @@ class _Cache:
         """The cached answer for ``key``, or :class:`OfflineMiss`."""
         index = self._index_path(key)
         try:
-            entry = msgspec.json.decode(index.read_bytes(), type=_IndexEntry)
-            body = (self.root / "blobs" / entry.sha256).read_bytes()
+            data = read_or_none(index)  # regular files only: a FIFO would block
+            if data is None:
+                raise FileNotFoundError(index)
+            entry = jsonsafe.decode(data, type=_IndexEntry)
+            body = read_or_none(self.root / "blobs" / entry.sha256)
+            if body is None:
+                raise FileNotFoundError(entry.sha256)
         except FileNotFoundError:
             raise OfflineMiss(
                 f"offline: {key} is not in the cache at {self.root}",

@@ -37,9 +37,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import msgspec
 
+from anklume import jsonsafe
 from anklume.errors import ResolveError, SourceError
 from anklume.model.needs import RELEASE_ARCH
-from anklume.lock.schema import ModelBlob, ModelLocked, OllamaLocked
+from anklume.lock.schema import (MAX_LAYERS, BlobSize, MediaType, ModelBlob, ModelLocked, OllamaLocked, Sha256Digest,
+                                 form_problem)
 from anklume.model.names import ModelName, parse_model_ref
 from anklume.resolve.fetched import Fetched, HttpStatusError
 from anklume.resolve.limits import CHECKSUMS_LIMIT, MANIFEST_LIMIT
@@ -55,7 +57,7 @@ CANONICAL_LATEST = CANONICAL_OLLAMA_RELEASES.removesuffix("/download") + "/lates
 _SUM_LINE = re.compile(r"([0-9a-fA-F]{64}) [ *](\S.*)")
 _VERSION = re.compile(r"[0-9]+(\.[0-9]+)*(-[0-9A-Za-z.]+)?")
 _ARCH = re.compile(r"[a-z0-9_]+")
-_VERSIONED_SUMS = re.compile(r"/v([0-9][0-9A-Za-z.\-]*)/sha256sum\.txt$")
+_VERSIONED_SUMS = re.compile(r"/v([0-9][0-9A-Za-z.\-]*)/sha256sum\.txt\Z")
 
 
 def parse_sha256sum(text: str, *, source: str = "sha256sum.txt") -> dict[str, str]:
@@ -125,13 +127,16 @@ def resolve_release(fetcher: Fetcher, base: str, version: str, arch: str) -> Oll
     except ResolveError as err:
         raise ResolveError(f"Ollama v{version}: {err.message}", err.hint) from None
     canonical = f"{CANONICAL_OLLAMA_RELEASES}/v{version}/{asset}"
-    return OllamaLocked(
-        version=version,
-        asset=asset,
-        url=canonical,
-        sha256=sums[asset],
-        size=_asset_size(fetcher, f"{base}/v{version}/{asset}", canonical, source, version, asset),
-    )
+    locked = OllamaLocked(version=version, asset=asset, url=canonical, sha256=sums[asset])
+    problem = form_problem(locked)
+    if problem is not None:  # an asset name no file may have, say
+        raise SourceError(f"{source}: {fetched.final_url}: the pin would be invalid: {problem}")
+    size = _asset_size(fetcher, f"{base}/v{version}/{asset}", canonical, source, version, asset)
+    locked = msgspec.structs.replace(locked, size=size)
+    problem = form_problem(locked)
+    if problem is not None:  # a size beyond any release's
+        raise SourceError(f"{source}: {base}/v{version}/{asset}: the pin would be invalid: {problem}")
+    return locked
 
 
 def _asset_size(fetcher: Fetcher, url: str, canonical: str, source: str, version: str, asset: str) -> int:
@@ -206,9 +211,9 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 class _Blob(msgspec.Struct, frozen=True):
-    mediaType: Annotated[str, msgspec.Meta(min_length=1)]
-    digest: Annotated[str, msgspec.Meta(pattern=r"^sha256:[0-9a-f]{64}$")]
-    size: Annotated[int, msgspec.Meta(ge=0)]
+    mediaType: MediaType
+    digest: Sha256Digest
+    size: BlobSize  # at most MAX_BLOB_BYTES (16 TiB)
 
     def pinned(self) -> ModelBlob:
         return ModelBlob(mediaType=self.mediaType, digest=self.digest, size=self.size)
@@ -216,7 +221,7 @@ class _Blob(msgspec.Struct, frozen=True):
 
 class _Manifest(msgspec.Struct):
     config: _Blob
-    layers: Annotated[list[_Blob], msgspec.Meta(min_length=1)]
+    layers: Annotated[list[_Blob], msgspec.Meta(min_length=1, max_length=MAX_LAYERS)]
 
 
 def parse_manifest(
@@ -226,11 +231,16 @@ def parse_manifest(
     digest = "sha256:" + hashlib.sha256(body).hexdigest()
     _check_digest_claims(digest, digest_headers, url)
     try:
-        manifest = msgspec.json.decode(body, type=_Manifest)
+        manifest = jsonsafe.decode(body, type=_Manifest)
     except msgspec.DecodeError as err:
         raise SourceError(f"manifest {url} is malformed: {err}") from None
+    duplicate = jsonsafe.duplicate_key(body)
+    if duplicate is not None:  # readers may disagree on which one counts
+        where, key = duplicate
+        raise SourceError(f"manifest {url} is malformed: the key {key!r} appears twice"
+                          + (f" in {where}" if where else ""))
     layers = [layer.pinned() for layer in manifest.layers]
-    return ModelLocked(
+    locked = ModelLocked(
         name=str(name),
         digest=digest,
         manifest=_text(body, f"manifest {url}"),
@@ -239,6 +249,10 @@ def parse_manifest(
         size=manifest.config.size + sum(layer.size for layer in layers),
         vram_bytes=sum(layer.size for layer in layers if layer.mediaType in VRAM_MEDIA_TYPES),
     )
+    problem = form_problem(locked)
+    if problem is not None:
+        raise SourceError(f"manifest {url}: the pin would be invalid: {problem}")
+    return locked
 
 
 def _check_digest_claims(digest: str, claims: Mapping[str, str], url: str) -> None:

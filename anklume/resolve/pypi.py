@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from anklume import jsonsafe
 from anklume.errors import OfflineMiss, ResolveError, SourceError
-from anklume.lock.schema import OpenWebUILocked
+from anklume.lock.schema import MAX_WHEEL_BYTES, OpenWebUILocked, WheelName, form_problem, is_form
 from anklume.resolve.fetched import Fetched, HttpStatusError
 from anklume.resolve.limits import PYPI_LIMIT
 from anklume.sources import CANONICAL_PYPI, CANONICAL_PYPI_FILES, source_hint
@@ -76,7 +77,7 @@ class _Project(msgspec.Struct):
 def parse_project(body: bytes, *, url: str) -> _Project:
     """The JSON API answer (project or version), or a SourceError naming ``url``."""
     try:
-        return msgspec.json.decode(body, type=_Project)
+        return jsonsafe.decode(body, type=_Project)
     except msgspec.DecodeError as err:
         raise SourceError(f"PyPI answer {url} is not the JSON API's shape: {err}") from None
 
@@ -115,10 +116,15 @@ def pin_wheel(file: _File, version: str, *, source: str) -> OpenWebUILocked:
     sha = file.digests.sha256.lower()
     if not _HEX64.fullmatch(sha):
         raise SourceError(f"{source}: {file.filename} has no sha256 digest (got {file.digests.sha256!r})")
-    if file.size < 0 or "/" in file.filename:
-        raise SourceError(f"{source}: {file.filename!r} has an impossible name or size ({file.size})")
-    return OpenWebUILocked(version=version, filename=file.filename, url=canonical_file_url(file, source=source),
-                           sha256=sha, size=file.size, requires_python=file.requires_python or None)
+    if not 0 <= file.size <= MAX_WHEEL_BYTES or not is_form(WheelName, file.filename):
+        raise SourceError(f"{source}: {file.filename!r} has an impossible name or size ({file.size})",
+                          f"a wheel is a plain file name *.whl of at most {MAX_WHEEL_BYTES} bytes (16 GiB)")
+    locked = OpenWebUILocked(version=version, filename=file.filename, url=canonical_file_url(file, source=source),
+                             sha256=sha, size=file.size, requires_python=file.requires_python or None)
+    problem = form_problem(locked)
+    if problem is not None:
+        raise SourceError(f"{source}: {file.filename}: the pin would be invalid: {problem}")
+    return locked
 
 
 def version_key(version: str) -> tuple:

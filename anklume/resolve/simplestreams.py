@@ -31,8 +31,9 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 import msgspec
 
+from anklume import jsonsafe
 from anklume.errors import ResolveError, SourceError
-from anklume.lock.schema import ImageFile, ImageLocked
+from anklume.lock.schema import MAX_IMAGE_FILE_BYTES, ImageFile, ImageLocked, RelPath, form_problem, is_form
 from anklume.resolve.limits import CATALOGUE_LIMIT, Limit
 from anklume.sources import CANONICAL_IMAGES, source_hint
 
@@ -145,7 +146,7 @@ def incus_architecture(name: str) -> str | None:
 def catalogue_paths(index_json: bytes, *, url: str) -> list[str]:
     """Paths of the image catalogues listed in ``streams/v1/index.json``, in index key order."""
     try:
-        index = msgspec.json.decode(index_json, type=_Index)
+        index = jsonsafe.decode(index_json, type=_Index)
     except msgspec.DecodeError as err:
         raise SourceError(f"simplestreams index {url} is malformed: {err}") from None
     paths = [
@@ -211,7 +212,7 @@ def _known_architecture(architecture: str) -> str:
 
 def _catalogue_images(body: bytes, url: str) -> list[_Image]:
     try:
-        catalogue = msgspec.json.decode(body, type=_Catalogue)
+        catalogue = jsonsafe.decode(body, type=_Catalogue)
     except msgspec.DecodeError as err:
         raise SourceError(f"simplestreams catalogue {url} is malformed: {err}") from None
     return [
@@ -308,7 +309,7 @@ def _pin(image: _Image, server: str) -> ImageLocked:
     url = image.url
     if not _SHA256.fullmatch(image.fingerprint):
         raise SourceError(f"simplestreams catalogue {url}: fingerprint {image.fingerprint!r} is not a sha256")
-    return ImageLocked(
+    locked = ImageLocked(
         fingerprint=image.fingerprint,
         serial=image.serial,
         server=server,
@@ -319,12 +320,17 @@ def _pin(image: _Image, server: str) -> ImageLocked:
         meta=_file(image.meta, url),
         root=_file(image.root, url) if image.root is not None else None,
     )
+    problem = form_problem(locked)
+    if problem is not None:
+        raise SourceError(f"simplestreams catalogue {url}: the pin would be invalid: {problem}")
+    return locked
 
 
 def _file(item: _Item, url: str) -> ImageFile:
-    if not item.path or not _SHA256.fullmatch(item.sha256) or item.size <= 0:
+    if not is_form(RelPath, item.path) or not _SHA256.fullmatch(item.sha256) or not 0 < item.size <= MAX_IMAGE_FILE_BYTES:
         raise SourceError(
-            f"simplestreams catalogue {url}: item {item.ftype!r} lacks a path, a sha256 or a size"
+            f"simplestreams catalogue {url}: item {item.ftype!r} lacks a path, a sha256 or a size",
+            f"a path relative to the server without '..', and a size of 1 to {MAX_IMAGE_FILE_BYTES} bytes (4 TiB)",
         )
     return ImageFile(path=item.path, sha256=item.sha256, size=item.size)
 
@@ -410,10 +416,14 @@ def resolve_local_image(
     if type is not None and image.get("type") != type:
         raise ResolveError(f"local:{alias} is a {image.get('type')} image, not a {type}")
     properties = image.get("properties") or {}
-    return ImageLocked(
+    locked = ImageLocked(
         fingerprint=fingerprint,
         serial=properties.get("serial") or None,
         os=properties.get("os") or None,
         release=properties.get("release") or None,
         variant=properties.get("variant") or None,
     )
+    problem = form_problem(locked)
+    if problem is not None:
+        raise SourceError(f"Incus image for local:{alias}: the pin would be invalid: {problem}")
+    return locked

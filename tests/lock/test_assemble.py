@@ -34,7 +34,7 @@ class Refusing:
             raise self.error
         from anklume.lock.schema import OllamaLocked
 
-        return OllamaLocked(version="0.13.1", asset="a", url="u", sha256="0" * 64)
+        return OllamaLocked(version="0.13.1", asset="a", url="https://example.org/a", sha256="0" * 64)
 
     def image(self, original):
         if self.kind == "image" and original.alias == "alpine/3.20":

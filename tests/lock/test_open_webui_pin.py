@@ -162,7 +162,7 @@ class _Resolver:
         self.asked.append(original.version)
         if original.version == "bad":
             raise ResolveError("nope", "try another")
-        return OpenWebUILocked(version="1.0", filename="w-1.0-py3-none-any.whl", url="u", sha256="1" * 64, size=1)
+        return OpenWebUILocked(version="1.0", filename="w-1.0-py3-none-any.whl", url="https://example.org/w-1.0-py3-none-any.whl", sha256="1" * 64, size=1)
 
 
 INFRA = """\

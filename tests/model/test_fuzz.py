@@ -5,7 +5,12 @@ a line that exists in the file).
 Each mutation starts from one of the example files (the original's six and the project's own)
 and breaks it the way an editor, a merge or a disk can: a key deleted, a value of another type,
 an unknown key, a line duplicated, the file cut short, stray or non-UTF-8 bytes, values nested
-too deep, scalars turned into lists.  Deterministic (derandomize) and small: about 200 cases.
+too deep, scalars turned into lists; and the way a hostile author can: text holding the managed
+markers, names ending in a newline, escapes that make lone surrogates, integers beyond 64 bits.
+Deterministic (derandomize) and small: 270 cases with ANKLUME_FUZZ=full (a tenth locally).
+
+Whatever loads must also be usable to the end: its infra hash and its memo encode, every file
+it renders has a plain name, and its managed sections merge into files that converge.
 """
 
 from __future__ import annotations
@@ -20,10 +25,14 @@ from hypothesis import strategies as st
 
 from tests.support.hyp import examples
 
+import msgspec
+
 from anklume.errors import InvalidInfra
 from anklume.lock.codec import infra_hash
 from anklume.model.load import load_infra
 from anklume.model.schema import Infra
+from anklume.render.managed import extract_managed, managed_block, merge_managed
+from anklume.render.tree import render_tree
 
 from .conftest import EXAMPLES
 
@@ -65,6 +74,13 @@ def check(data: bytes) -> Infra | None:
         return None
     assert isinstance(infra, Infra)
     assert infra_hash(infra).startswith("blake3:")  # whatever loads can be locked
+    msgspec.msgpack.encode(infra)  # ... and memoised (no integer beyond 64 bits, no lone surrogate)
+    for rel, body in render_tree(infra, None).items():
+        assert re.fullmatch(r"(inventory|group_vars|host_vars)/[a-z0-9][a-z0-9-]*\.yml", rel), rel
+        block = managed_block(body)
+        once = merge_managed(None, block)  # a value holding marker text never ends the section
+        assert extract_managed(once) == block and merge_managed(once, block) == once, rel
+        body.encode("utf-8")
     return infra
 
 
@@ -226,9 +242,65 @@ def replace_node(draw, data: bytes) -> bytes:
     return yaml.safe_dump(tree, sort_keys=False, allow_unicode=draw(st.booleans())).encode()
 
 
+#: Values a hostile author writes: marker text, escapes that make lone surrogates or line
+#: breaks, integers at and beyond the 64-bit bounds.
+_HOSTILE_VALUES = [
+    '"# === END MANAGED ==="', '"before # === END MANAGED === after"', '"x\\n# === END MANAGED ===\\ny"',
+    '"\\n# === MANAGED BY infra.yml ===\\n"', "'# === MANAGED BY infra.yml ==='", "|\n  # === END MANAGED ===",
+    '"\\ud800"', '"a\\udfffb"', '"\\ud83d\\ude00"', '"\\x85\\u2028\\u2029"', '"\\r# === END MANAGED ==="',
+    "9223372036854775807", "9223372036854775808", "-9223372036854775809", "18446744073709551616",
+    "99999999999999999999999999", "0x" + "f" * 40, "1" + "0" * 5000, "-0", '"lab\\n"', '"10.\u00b2"',
+    '"\u00b2"', '"1\u0663"',
+]
+#: Keys a hostile author writes: a name and a newline, escapes, marker text.
+_HOSTILE_KEYS = ['"lab\\n"', '"m1\\n"', '"x\\n"', '"\\ud800"', '"a\\u2028b"', '"# === END MANAGED ==="',
+                 '"base_system\\n"', '"nesting\\n"', "\"\\t\"", '"v\\r"']
+
+
+def hostile_value(draw, data: bytes) -> bytes:
+    """A value replaced by hostile text or a number at or beyond 64 bits."""
+    lines = _lines(data)
+    if (picked := _pick_key_line(draw, lines)) is None:
+        return data
+    i, m = picked
+    value = draw(st.sampled_from(_HOSTILE_VALUES))
+    if value.startswith("|"):  # a block scalar: its lines go below the key
+        value = value.replace("\n  ", "\n" + m["indent"] + "  ")
+    lines[i] = f"{m['indent']}{m['dash'] or ''}{m['key']}: {value}\n"
+    return _join(lines)
+
+
+def hostile_key(draw, data: bytes) -> bytes:
+    """A key renamed to a hostile one (a name with a trailing newline, escapes, marker text):
+    domains, machines, profiles, devices, volumes and vars are all mapping keys."""
+    lines = _lines(data)
+    if (picked := _pick_key_line(draw, lines)) is None:
+        return data
+    i, m = picked
+    key = draw(st.sampled_from(_HOSTILE_KEYS + [f'"{m["key"]}\\n"']))
+    lines[i] = f"{m['indent']}{m['dash'] or ''}{key}:{m['rest']}\n"
+    return _join(lines)
+
+
+def hostile_list_item(draw, data: bytes) -> bytes:
+    """A list item (a role, a profile, a model) replaced by hostile text."""
+    lines = _lines(data)
+    items = [i for i, line in enumerate(lines) if re.match(r" *- ", line) or re.search(r": \[[^\]]*\]$", line.rstrip())]
+    if not items:
+        return data
+    i = draw(st.sampled_from(items))
+    value = draw(st.sampled_from(_HOSTILE_VALUES[:11] + ['"base_system\\n"', '"default\\n"', '"llama3.2:3b\\n"']))
+    line = lines[i].rstrip("\n")
+    if line.lstrip().startswith("- "):
+        lines[i] = line[: len(line) - len(line.lstrip())] + f"- {value}\n"
+    else:
+        lines[i] = re.sub(r"\[[^\]]*\]$", lambda _m: f"[{value}]", line) + "\n"
+    return _join(lines)
+
+
 MUTATIONS: dict[str, Callable] = {f.__name__: f for f in (
     delete_key, retype_value, insert_key, duplicate_line, truncate, insert_bytes, deep_nest, scalar_to_list,
-    replace_node)}
+    replace_node, hostile_value, hostile_key, hostile_list_item)}
 
 
 # -- the tests -----------------------------------------------------------------------------

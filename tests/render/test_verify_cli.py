@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import shutil
 
+import pytest
+
 from click.testing import CliRunner
 
 from anklume.cli import main
@@ -66,3 +68,64 @@ def test_an_unreadable_lock_names_the_file(tmp_path):
         result = CliRunner().invoke(main, [command[0], "-f", str(root / "infra.yml"), *command[1:]])
         assert result.exit_code == 1
         assert "anklume.lock: cannot read it" in result.output and "Traceback" not in result.output
+
+
+def _build(root):
+    return CliRunner().invoke(main, ["build", "-f", str(root / "infra.yml"), "--no-apply"])
+
+
+def _tree(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*.yml"))}
+
+
+@pytest.mark.parametrize("damage, line, words", [
+    (lambda text: text.replace("# === MANAGED BY infra.yml ===\n", "", 1), 16, "no '# === MANAGED BY"),
+    (lambda text: text + text.removeprefix("---\n"), 20, "appears twice (lines 2 and 20)"),
+])
+def test_a_deleted_begin_line_or_a_pasted_section_is_refused_by_build_and_reported_by_verify(
+        tmp_path, damage, line, words):
+    """Both used to leave stale managed keys after END (overriding the new ones) while
+    build appended a new section and verify passed."""
+    root = _built(tmp_path)
+    path = root / "host_vars" / "gw-dev.yml"
+    path.write_text(damage(path.read_text()))
+    before = _tree(root)
+    result = _build(root)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"host_vars/gw-dev.yml: line {line}: " in result.output and words in result.output, result.output
+    assert _tree(root) == before
+    result = _verify(root)
+    assert result.exit_code == 1, result.output
+    assert f"host_vars/gw-dev.yml: line {line}: " in result.output and words in result.output, result.output
+
+
+def test_verify_reports_managed_keys_set_outside_the_section(tmp_path):
+    root = _built(tmp_path)
+    path = root / "host_vars" / "gw-dev.yml"
+    text = path.read_text()
+    path.write_text(text + "mine: 1\ninstance_ip: 10.100.2.99\n")
+    result = _verify(root)
+    assert result.exit_code == 1, result.output
+    line = len(text.splitlines()) + 2
+    assert (f"host_vars/gw-dev.yml:{line}: the managed key 'instance_ip' is also set outside the managed "
+            "section") in result.output, result.output
+    assert "verify: 1 of 14 generated file(s) differ from the lock" in result.output
+
+
+def test_marker_text_in_a_description_converges(tmp_path):
+    from tests.lock.conftest import GPU_ARGS
+    from tests.support.mirror import RecordedMirror
+
+    root = _built(tmp_path)
+    infra = root / "infra.yml"
+    infra.write_text(infra.read_text().replace('"Development workspace"',
+                                               '"before # === END MANAGED === after\\n# === END MANAGED ===\\n"'))
+    with RecordedMirror() as mirror:
+        env = {**mirror.env(), "ANKLUME_CACHE_DIR": str(tmp_path / "cache")}
+        assert CliRunner().invoke(main, ["lock", "-f", str(infra), *GPU_ARGS], env=env).exit_code == 0
+    assert _build(root).exit_code == 0
+    first = _tree(root)
+    result = _build(root)
+    assert result.exit_code == 0 and "tree: 0 file(s) written, 14 unchanged" in result.output
+    assert _tree(root) == first
+    assert _verify(root).exit_code == 0

@@ -216,3 +216,99 @@ def test_an_orphan_that_cannot_be_deleted_is_an_error_naming_it(tmp_path, monkey
     with pytest.raises(TreeError) as err:
         prune([Orphan(path, False, "ephemeral")])
     assert str(path) in err.value.message and "Permission denied" in err.value.message
+
+
+def test_an_orphan_with_a_duplicated_section_is_protected(tmp_path):
+    """Two sections: which one says whether it was ephemeral is anyone's guess: keep it."""
+    (tmp_path / "host_vars").mkdir()
+    section = merge_managed(None, managed_block("instance_ephemeral: true"))
+    (tmp_path / "host_vars/twice.yml").write_text(section + section.removeprefix("---\n"))
+    [orphan] = find_orphans(tmp_path, {})
+    assert orphan.protected and "appears twice" in orphan.reason
+
+
+def test_an_orphan_nested_too_deep_is_protected_not_a_crash(tmp_path):
+    (tmp_path / "host_vars").mkdir()
+    deep = "instance_ephemeral: " + "[" * 3000 + "]" * 3000 + "\n"
+    (tmp_path / "host_vars/deep.yml").write_text(merge_managed(None, managed_block(deep)))
+    [orphan] = find_orphans(tmp_path, {})
+    assert orphan.protected and "does not parse" in orphan.reason
+
+
+# -- temp files of writers that died -----------------------------------------------------------
+
+_KILLED_WRITER = """
+import os, signal, sys
+from pathlib import Path
+from anklume import fsio
+
+def die(src, dst):  # killed between the temp file and the rename
+    os.kill(os.getpid(), signal.SIGKILL)
+
+os.replace = die
+fsio.atomic_write(Path(sys.argv[1]), b"half of a build\\n")
+"""
+
+
+def _killed_write(target: Path) -> Path:
+    """Run ``atomic_write(target)`` in a process SIGKILLed before its rename: the temp file it left."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(target)])
+    assert proc.wait() == -9
+    [tmp] = [p for p in target.parent.iterdir() if p.name.endswith(".anklume-tmp")]
+    assert tmp.name.startswith(f".{target.name}.{proc.pid}.")
+    return tmp
+
+
+def _age(path: Path, seconds: float) -> None:
+    import time
+
+    old = time.time() - seconds
+    os.utime(path, (old, old), follow_symlinks=False)
+
+
+def test_a_killed_writers_temp_file_is_removed_by_the_next_build(tmp_path):
+    """A SIGKILL during ``build`` left hidden temp files in the tree that no build removed."""
+    rendered = render_tree(load_example("developer"), None)
+    build(tmp_path, rendered)
+    tmp = _killed_write(tmp_path / "host_vars/dev-admin.yml")
+    lock_tmp = _killed_write(tmp_path / "anklume.lock")
+    build(tmp_path, rendered)
+    assert tmp.exists() and lock_tmp.exists()  # a minute's grace: its writer may be on another host
+    _age(tmp, 120)
+    _age(lock_tmp, 120)
+    build(tmp_path, rendered)
+    assert not tmp.exists() and not lock_tmp.exists()
+
+
+def test_temp_files_of_live_writers_and_other_files_are_kept(tmp_path):
+    rendered = render_tree(load_example("developer"), None)
+    build(tmp_path, rendered)
+    hv = tmp_path / "host_vars"
+    live = hv / f".dev-admin.yml.{os.getpid()}.0123abcd.anklume-tmp"  # this process: alive
+    others = [hv / ".dev-admin.yml.anklume-tmp", hv / "x.yml.1.0123abcd.anklume-tmp",
+              hv / ".notes.txt.999999999.0123abcd.anklume-tmp", tmp_path / ".other.999999999.0123abcd.anklume-tmp",
+              hv / ".dev-admin.yml.999999999.0123abcd.anklume-tmp.bak"]
+    legacy_fresh = hv / ".dev-admin.yml.0123abcd.anklume-tmp"  # before pids were in the name
+    legacy_old = hv / ".dev-runner.yml.89abcdef.anklume-tmp"
+    for path in [live, legacy_fresh, legacy_old, *others]:
+        path.write_text("x")
+        _age(path, 600)
+    _age(legacy_old, 7200)
+    build(tmp_path, rendered)
+    assert live.exists() and legacy_fresh.exists() and all(p.exists() for p in others)
+    assert not legacy_old.exists()  # no write of a tree file lasts an hour
+    _age(live, 7200)
+    build(tmp_path, rendered)
+    assert not live.exists()
+
+
+def test_temp_files_are_named_with_their_writers_pid(tmp_path, monkeypatch):
+    seen = []
+    real = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: (seen.append(Path(src).name), real(src, dst)))
+    atomic_write(tmp_path / "f.yml", b"x")
+    [name] = seen
+    assert name.startswith(f".f.yml.{os.getpid()}.") and name.endswith(".anklume-tmp")

@@ -36,8 +36,8 @@ CHUNK = 1024 * 1024
 #: Seconds one request may wait for the server (a file transfer included).
 REQUEST_TIMEOUT = 300.0
 #: Incus instance names (a hostname label).
-_INSTANCE_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
-_PROJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_INSTANCE_RE = re.compile(r"\A[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
+_PROJECT_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
 
 #: Redirects stdin from a pushed file, removes the file, then runs "$0" "$@" (the real argv).
 _STDIN_PROLOGUE = 'exec <"$ANKLUME_STDIN" || exit 125; rm -f "$ANKLUME_STDIN"; unset ANKLUME_STDIN; exec "$0" "$@"'
@@ -388,7 +388,7 @@ class InstanceIO:
         lines = self._per_path("sizes", _SH_SIZES, _PY_SIZES, paths)
         out: dict[str, int | None] = {}
         for path, line in zip(paths, lines, strict=True):
-            if line != "-" and not line.isdigit():
+            if line != "-" and not (line.isascii() and line.isdigit()):  # "²".isdigit() is true
                 raise InstanceIOError(f"{self.where}: size of {path}: unexpected output {line!r}")
             out[path] = None if line == "-" else int(line)
         return out
