@@ -128,7 +128,7 @@ def do_apply(project: Project, infra: Infra, lock: Lock, *, plan_only: bool, as_
                         out.print(f"  {text}", markup=False, highlight=False, soft_wrap=True)
 
                     provisioner = Provisioner(backend, project, infra, lock, sources=ArtefactSources.of(infra),
-                                              store=artefacts, endpoint=endpoint,
+                                              artefacts=artefacts, endpoint=endpoint,
                                               on_event=None if as_json else event)
                 results = {}
                 if plan.pending:

@@ -96,7 +96,8 @@ class ArtefactSources:
 class Provisioner:
     """Applies the units inside instances; thread-safe (one instance config write at a time)."""
 
-    def __init__(self, backend: Backend, project: Project, infra: Infra, lock: Lock, *, sources: ArtefactSources, store=None,
+    def __init__(self, backend: Backend, project: Project, infra: Infra, lock: Lock, *, sources: ArtefactSources,
+                 artefacts: ArtefactStore | None = None,
                  endpoint: str | None = None, work_dir: Path | None = None,
                  on_event: Callable[[str], None] | None = None):
         self.backend = backend
@@ -106,9 +107,9 @@ class Provisioner:
             m: folder for _d, _dom, m, machine in iter_machines(infra)
             if (folder := wheelhouse_dir(project, machine)) is not None}
         self.sources = sources
-        self.store = store or ArtefactStore()
+        self.artefacts = artefacts or ArtefactStore()
         self.endpoint = endpoint
-        self.work_dir = work_dir or (self.store.root.parent / "runs")
+        self.work_dir = work_dir or (self.artefacts.root.parent / "runs")
         self.on_event = on_event
         self._record_lock = threading.Lock()
         self._model_locks: dict[tuple[str, str], threading.Lock] = {}  # (project, instance) -> lock
@@ -171,7 +172,7 @@ class Provisioner:
         want = sha256.removeprefix("sha256:")
         tmp = f"{dest}.anklume-partial"
         for attempt in (1, 2):
-            src = local or self.store.ensure(want, urls, size=size, what=what,
+            src = local or self.artefacts.ensure(want, urls, size=size, what=what,
                                              progress=self._progress(unit, "fetching", what, size))
             total = src.stat().st_size
             sent = io.push(tmp, src, mode=mode, progress=self._progress(unit, "sending", what, total))
@@ -187,7 +188,7 @@ class Provisioner:
                                      + ("arrived altered in the instance" if now == want else f"changed on the "
                                         f"controller since it was planned (now sha256 {now})")
                                      + f": expected sha256 {want}, found {actual}", "run `anklume build` again")
-            stored = self.store.verify(want)  # removes a copy that no longer matches its name
+            stored = self.artefacts.verify(want)  # removes a copy that no longer matches its name
             if stored == want or attempt == 2:
                 where = "arrived altered in the instance" if stored == want else "is corrupted in the local store"
                 raise ProvisionError(f"{unit.object}: {what} {where}: expected sha256 {want}, found {actual}"

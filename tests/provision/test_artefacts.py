@@ -90,7 +90,7 @@ def setup(tmp_path):
     (tmp_path / "store").mkdir()
     prov = Provisioner(backend, Project(tmp_path / "infra.yml"), infra, lock,
                        sources=ArtefactSources("https://o", "https://r", "https://p"),
-                       store=FakeStore(tmp_path / "store", model.blobs))
+                       artefacts=FakeStore(tmp_path / "store", model.blobs))
     return prov, model_unit, model, fake
 
 
