@@ -25,7 +25,7 @@ SCRIPT = textwrap.dedent("""
     from pathlib import Path
     sys.path.insert(0, {repo!r})
     from anklume.actions.build import do_apply
-from anklume.store import SpecStore
+    from anklume.store import SpecStore
     from anklume.project import Project
     from tests.units.infra import make_infra, make_lock
     args = json.loads(Path(sys.argv[1]).read_text())
@@ -110,7 +110,7 @@ def test_a_create_still_running_inside_incus_is_taken_over(env):
     env.incus.ensure_debian_python_image("debian-python", project=d0)
     doc["domains"][d0]["machines"] = {f"{d0}-slow": {"ip": f"10.100.{env.sid}.10"}}
     infra, lock = env.infra_lock(doc, {"local:debian-python": fp})
-    client = IncusBackend(env.incus.socket)._connect()
+    client = IncusBackend(env.incus.socket).client.pylxd()
     # what the killed build had asked for: the instance, marked managed, without a key yet
     answer = client.api.instances.post(params={"project": d0}, json={
         "name": f"{d0}-slow", "type": "container", "profiles": ["default"],
