@@ -289,7 +289,7 @@ def test_bridge_key_mirror_fallbacks(env):
     """The plan reads bridges without Incus's slow listing, from the key mirrored on each domain's
     project; a missing mirror falls back to reading that bridge, and a bridge deleted by hand is
     seen gone whatever its mirror says."""
-    from anklume.backends.incus import BRIDGE_MIRROR_KEY
+    from anklume.backends.incus.live import BRIDGE_MIRROR_KEY
 
     infra, lock = env.infra_lock(env.doc())
     d0, d1 = env.dom(0), env.dom(1)
