@@ -15,7 +15,7 @@ instances only through a :class:`anklume.provision.artefacts.Provisioner`; the c
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 
 from anklume.backends.base import Backend
 from anklume.errors import AnklumeError
@@ -42,9 +42,10 @@ def observe(graph: Graph, backend: Backend, *, exact_networks: bool) -> dict[str
 
 
 def observe_and_plan(graph: Graph, backend: Backend, specs: SpecStore, *, prune: bool, replace: bool,
-                     owner: str | None = None) -> tuple[Plan, dict[str, LiveObject]]:
+                     owner: str | None = None, adopt: Collection[str] = ()) -> tuple[Plan, dict[str, LiveObject]]:
     live = observe(graph, backend, exact_networks=False)
-    return plan_changes(graph, live, specs=specs.get, prune=prune, replace=replace, owner=owner), live
+    return plan_changes(graph, live, specs=specs.get, prune=prune, replace=replace, owner=owner,
+                        adopt=adopt), live
 
 
 def artefact_damage(plan: Plan, graph: Graph, backend: Backend, lock: Lock, *, deep: bool) -> dict[str, list[str]]:
