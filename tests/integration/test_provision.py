@@ -222,7 +222,7 @@ def test_a_failing_role_names_the_task_and_records_nothing(llm):
     code, out = cli(ctx, "build")
     assert code == 1
     assert "role:llm-webui/open_webui" in out and "systemd" in out, out
-    config = ctx.backend.get("instances/llm-webui", project=ctx.domain)["config"]
+    config = ctx.backend.client.get("instances/llm-webui", project=ctx.domain)["config"]
     assert not any(k.startswith("user.anklume.unit.role.") for k in config)
 
 
