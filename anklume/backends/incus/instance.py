@@ -215,8 +215,9 @@ class InstanceWriter:
             self.publish_backup(name, snap, old, unit.project, taken)
             self.client.request("delete", f"instances/{name}/snapshots/{snap}", params=project)
             self.drop_records(name, unit.project)
+            # the image is in the project now (checked above): rebuilt from there, no server contacted
             self.client.request("post", f"instances/{name}/rebuild", params=project,
-                                body={"source": self.source(unit)})
+                                body={"source": {"type": "image", "fingerprint": target}})
             fresh = self.client.get(f"instances/{name}", project=unit.project)
         self.put_instance(unit, LiveObject(kind="instance", name=obj.name, project=unit.project, object=name,
                                            config=fresh.get("config") or {}, architecture=fresh.get("architecture")),
