@@ -15,7 +15,7 @@ instances only through a :class:`anklume.provision.artefacts.Provisioner`; the c
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 
 from anklume.backends.base import Backend
 from anklume.errors import AnklumeError
@@ -42,9 +42,10 @@ def observe(graph: Graph, backend: Backend, *, exact_networks: bool) -> dict[str
 
 
 def observe_and_plan(graph: Graph, backend: Backend, specs: SpecStore, *, prune: bool, replace: bool,
-                     owner: str | None = None) -> tuple[Plan, dict[str, LiveObject]]:
+                     owner: str | None = None, adopt: Collection[str] = ()) -> tuple[Plan, dict[str, LiveObject]]:
     live = observe(graph, backend, exact_networks=False)
-    return plan_changes(graph, live, specs=specs.get, prune=prune, replace=replace, owner=owner), live
+    return plan_changes(graph, live, specs=specs.get, prune=prune, replace=replace, owner=owner,
+                        adopt=adopt), live
 
 
 def artefact_damage(plan: Plan, graph: Graph, backend: Backend, lock: Lock, *, deep: bool) -> dict[str, list[str]]:
@@ -89,10 +90,20 @@ def refresh_targets(plan: Plan, graph: Graph, live: Mapping[str, LiveObject]
 def tasks_for(plan: Plan, graph: Graph, live: Mapping[str, LiveObject], backend: Backend, specs: SpecStore,
               *, replace: bool, provisioner: Provisioner | None = None) -> list[Task]:
     """One executor task per pending change: deletions ordered by kind within a domain, creations
-    and updates after the units they need."""
+    and updates after the units they need.
+
+    Ordering only (a failure there stops nothing): every bridge to make comes before any instance
+    starts, and bridges are deleted one at a time after every instance change (Incus 6.0 fails to
+    create or delete a bridge while other bridges' or instances' interfaces come and go: "Failed to
+    delete bridge children interfaces ... does not exist"); an orphan volume, profile or project
+    is deleted after the instance changes (an instance replaced out of its old domain, one that
+    stops using it)."""
     tasks: list[Task] = []
     deleting = [c for c in plan.pending if c.action == "delete"]
     networks = [c.uid for c in plan.pending if c.action != "delete" and c.uid.startswith("network:")]
+    instances = tuple(c.uid for c in plan.pending if c.action != "delete" and c.uid.startswith("instance:"))
+    all_instances = tuple(c.uid for c in plan.pending if c.uid.startswith("instance:"))
+    bridge_deletes = [c.uid for c in deleting if live[c.uid].kind == "network"]
     for change in plan.pending:
         unit = graph.get(change.uid)
         obj = live.get(change.uid)
@@ -116,10 +127,15 @@ def tasks_for(plan: Plan, graph: Graph, live: Mapping[str, LiveObject], backend:
                 backend.apply(change, unit, obj, replace=replace)
 
         kind, _, name = change.uid.partition(":")
-        # every bridge is made before any instance starts (ordering only, a failed bridge does not stop
-        # other domains): Incus 6.0 fails to create a bridge while veths of starting instances come and
-        # go ("Failed to delete bridge children interfaces")
-        after = tuple(networks) if kind == "instance" else ()
+        after: tuple[str, ...] = ()
+        if kind == "instance":
+            after = tuple(networks)
+        elif change.action == "delete" and obj is not None and obj.kind == "network":
+            # after every instance change and every other bridge change, one bridge at a time
+            at = bridge_deletes.index(change.uid)
+            after = all_instances + tuple(networks) + ((bridge_deletes[at - 1],) if at else ())
+        elif change.action == "delete" and obj is not None and obj.kind != "instance":
+            after = instances
         tasks.append(Task(id=change.uid, run=run, deps=deps, after=after, label=f"{change.action} {kind} {name}"))
     return tasks
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
@@ -18,6 +19,7 @@ from rich.markup import escape
 from anklume.actions.report import plan_json, print_plan
 from anklume.backends.incus import IncusBackend, lease_holder
 from anklume.engine import apply_plan, artefact_damage, observe_and_plan, refresh_targets
+from anklume.errors import AnklumeError
 from anklume.executor import make_progress
 from anklume.lock.schema import Lock
 from anklume.model.schema import Infra
@@ -28,8 +30,13 @@ from anklume.render.tree import render_tree
 from anklume.render.write import TreeChanges, apply_tree, find_orphans, plan_tree, prune
 from anklume.sources import incus_endpoint
 from anklume.store import ArtefactStore, SpecStore
+from anklume.units.graph import Graph
 from anklume.units.inside import INSIDE_KINDS, with_inside
 from anklume.units.plan import Plan, mark_damaged, plan_changes
+
+
+#: The kinds of Incus objects (``--adopt`` takes one over; the units inside instances are not objects).
+INCUS_KINDS = frozenset({"project", "network", "profile", "volume", "instance"})
 
 
 def endpoint_of(infra: Infra, flag: str | None) -> str | None:
@@ -39,7 +46,7 @@ def endpoint_of(infra: Infra, flag: str | None) -> str | None:
 
 def do_build(infra_file: Path, *, apply: bool, prune_orphans: bool, plan_only: bool = False,
              as_json: bool = False, jobs: int = 4, replace: bool = False, endpoint: str | None = None,
-             deep: bool = False, verbose: bool = False) -> int:
+             deep: bool = False, verbose: bool = False, adopt: Sequence[str] = ()) -> int:
     out = Console(highlight=False, soft_wrap=True, markup=False, emoji=False, stderr=as_json)
     project = Project(infra_file)
     infra, lock = project.load()
@@ -63,10 +70,30 @@ def do_build(infra_file: Path, *, apply: bool, prune_orphans: bool, plan_only: b
             return 0
     code = do_apply(project, infra, lock, plan_only=plan_only, as_json=as_json, jobs=jobs,
                     prune=prune_orphans, replace=replace, endpoint=endpoint_of(infra, endpoint),
-                    tree=changes, deep=deep, verbose=verbose)
+                    tree=changes, deep=deep, verbose=verbose, adopt=adopt)
     if plan_only and code == 0:
         return tree_code
     return code
+
+
+def adopted_units(graph: Graph, names: Sequence[str]) -> frozenset[str]:
+    """``--adopt NAME`` -> unit uids.  NAME is a unit as the plan names it (``network:homelab``,
+    ``profile:homelab/default``, ``instance:web``), a machine (its instance) or a domain (its
+    project, bridge, profiles, volumes and instances)."""
+    out: set[str] = set()
+    incus = [u for u in graph if u.kind in INCUS_KINDS]
+    for name in names:
+        if name in graph.units and graph[name].kind in INCUS_KINDS:
+            out.add(name)
+        elif f"instance:{name}" in graph.units:
+            out.add(f"instance:{name}")
+        elif f"project:{name}" in graph.units:
+            out.update(u.uid for u in incus if u.project == name or u.uid in (f"project:{name}", f"network:{name}"))
+        else:
+            raise AnklumeError(f"--adopt {name}: no such unit, machine or domain in infra.yml",
+                               "name a unit as `anklume build --plan` shows it (e.g. network:homelab), a machine or "
+                               "a domain")
+    return frozenset(out)
 
 
 def report_orphans(out: Console, orphans, *, prune_them: bool, command: str) -> None:
@@ -87,22 +114,25 @@ def report_orphans(out: Console, orphans, *, prune_them: bool, command: str) -> 
 def do_apply(project: Project, infra: Infra, lock: Lock, *, plan_only: bool, as_json: bool, jobs: int = 4,
              prune: bool = False, replace: bool = False, endpoint: str | None = None,
              specs: SpecStore | None = None, console: Console | None = None, tree: TreeChanges | None = None,
-             deep: bool = False, artefacts: ArtefactStore | None = None, verbose: bool = False) -> int:
+             deep: bool = False, artefacts: ArtefactStore | None = None, verbose: bool = False,
+             adopt: Sequence[str] = ()) -> int:
     """Plan and apply to Incus; ``tree``: the Ansible tree changes about to be (or just) written
     (the roles' variables); ``deep``: re-hash every placed artefact; ``specs``: the applied-spec
     store; ``artefacts``: the local artefact store; ``verbose``: print the traceback of a unit
-    that failed on a bug."""
+    that failed on a bug; ``adopt``: what ``--adopt`` names (see :func:`adopted_units`)."""
     out = console or Console(highlight=False)
     specs = specs or SpecStore()
     owner = infra.project_name
     graph = project_units(project, infra, lock, tree)
+    adopt = adopted_units(graph, adopt)
     backend = IncusBackend(endpoint, owner=owner)
 
     def planned(plan: Plan) -> Plan:
         return mark_damaged(plan, artefact_damage(plan, graph, backend, lock, deep=deep))
 
     if plan_only:
-        plan, _ = observe_and_plan(graph, backend, specs, prune=prune, replace=replace, owner=owner)
+        plan, _ = observe_and_plan(graph, backend, specs, prune=prune, replace=replace, owner=owner,
+                                   adopt=adopt)
         plan = planned(plan)
         if as_json:
             out.print_json(json.dumps(plan_json(plan)))
@@ -111,7 +141,8 @@ def do_apply(project: Project, infra: Infra, lock: Lock, *, plan_only: bool, as_
         return plan.exit_code
     provisioner = None
     with exclusive_build(project.root):
-        plan, live = observe_and_plan(graph, backend, specs, prune=prune, replace=replace, owner=owner)
+        plan, live = observe_and_plan(graph, backend, specs, prune=prune, replace=replace, owner=owner,
+                                   adopt=adopt)
         plan = planned(plan)
         if plan.pending:
             # changes to make: take the daemon-wide lease, then re-read what is about to change
@@ -122,7 +153,7 @@ def do_apply(project: Project, infra: Infra, lock: Lock, *, plan_only: bool, as_
                 damaged = {c.uid: [r.render() for r in c.reasons] for c in plan.changes
                            if any(r.field == "artefact" for r in c.reasons)}
                 plan = mark_damaged(plan_changes(graph, live, specs=specs.get, prune=prune, replace=replace,
-                                                 owner=owner), damaged)
+                                                 owner=owner, adopt=adopt), damaged)
                 if any(u.kind in INSIDE_KINDS for u in graph):
                     def event(text: str) -> None:  # a role's tasks, an artefact's progress: one line each
                         out.print(f"  {text}", markup=False, highlight=False, soft_wrap=True)

@@ -21,7 +21,8 @@ def plan_json(plan: Plan) -> dict[str, Any]:
     return {
         "changes": [{"action": c.action, "unit": c.uid, "reasons": [r.render() for r in c.reasons],
                      "fields": [msgspec.to_builtins(r) for r in c.reasons if r.text is None],
-                     "blocked": c.blocked, "key": c.key, "recorded_key": c.old_key} for c in plan.changes],
+                     "blocked": c.blocked, "key": c.key, "recorded_key": c.old_key,
+                     **({"rebuild": True} if c.rebuild else {})} for c in plan.changes],
         "summary": {a: plan.count(a) for a in ("create", "update", "replace", "delete", "unchanged")},
         "pending": len(plan.pending),
     }

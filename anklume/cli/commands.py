@@ -40,12 +40,13 @@ incus_option = click.option("--incus", "endpoint", help="Incus socket path or ht
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable plan and results.")
 @click.option("--no-apply", is_flag=True, help="Only write the Ansible tree; do not touch Incus.")
 @click.option("--prune", is_flag=True, help="Delete unprotected orphans (files and Incus objects); protected ones are never deleted.")
-@click.option("--replace", is_flag=True, help="Allow replacing protected instances whose image pin changed (a snapshot is taken first).")
+@click.option("--replace", is_flag=True, help="Rebuild protected (or adopted) instances whose image pin changed: the old root filesystem is kept as an image, volumes and config stay.")
+@click.option("--adopt", "adopt", multiple=True, metavar="NAME", help="Take over an existing object anklume did not create (or another infra owns): a unit as the plan names it (network:homelab), a machine or a domain. Repeatable.")
 @click.option("--jobs", type=click.IntRange(1, 64), default=4, show_default=True, help="Units applied in parallel.")
 @click.option("--deep", is_flag=True, help="Re-hash every artefact placed in instances (default: presence and sizes) and repair what differs.")
 @incus_option
 @click.pass_context
-def build(ctx, infra_file, plan_only, as_json, no_apply, prune, replace, jobs, deep, endpoint):
+def build(ctx, infra_file, plan_only, as_json, no_apply, prune, replace, adopt, jobs, deep, endpoint):
     """Write the Ansible tree from the lock, then apply to Incus only the units whose key changed.
 
     Refuses a stale lock. Exit codes: 0 done (`--plan`: nothing to do), 2 (`--plan`) changes pending,
@@ -55,7 +56,7 @@ def build(ctx, infra_file, plan_only, as_json, no_apply, prune, replace, jobs, d
 
     run(ctx, do_build, infra_file, apply=not no_apply, prune_orphans=prune, plan_only=plan_only,
         as_json=as_json, jobs=jobs, replace=replace, deep=deep, endpoint=endpoint,
-        verbose=ctx.obj.verbose)
+        verbose=ctx.obj.verbose, adopt=adopt)
 
 
 @main.command()

@@ -33,6 +33,9 @@ def validate_infra(infra: Infra, ctx: Context) -> None:
         elif dname == "all":
             ctx.add(dpath, "a domain cannot be named 'all': Ansible's group 'all' holds every host "
                            "(and group_vars/all.yml is the global file)", "rename the domain")
+        elif dname == "default":
+            ctx.add(dpath, "a domain cannot be named 'default': its Incus project and profile would be the "
+                           "daemon's own default project and profile", "rename the domain")
         elif len(f"net-{dname}") > IFNAMSIZ:
             ctx.add(dpath, f"Domain '{dname}': name too long: the bridge 'net-{dname}' would have "
                            f"{len(dname) + 4} characters, Linux allows {IFNAMSIZ}",

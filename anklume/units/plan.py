@@ -1,22 +1,33 @@
 """Units + the live state -> a ``Plan``: what ``build`` would do, and why (pure).
 
 The live state is read by the backend (a handful of listings, see
-the backend) into :class:`~anklume.units.unit.LiveObject` values; this module only compares:
+the backend) into :class:`~anklume.units.unit.LiveObject` values; this module only compares.
+The rule above the others: **a protected instance and its data are never destroyed by anklume,
+whatever state the daemon is in**; and an object anklume did not create is never taken over
+silently.
 
 - no live object: **create**;
+- an object another infra owns (its ``user.anklume.owner``, else its domain project's) or one
+  anklume did not create (no ``user.anklume.managed``): **blocked**, unless the unit is named in
+  ``adopt`` (``build --adopt``).  A project's default profile comes with its project;
 - recorded key (``user.anklume.key``) equal to the unit's key: **unchanged** (an instance that
   is not running is an **update** whose only reason is its state: it is started);
-- key different, identity equal: **update** in place (an object not yet managed by anklume,
-  e.g. a project's default profile, is adopted this way);
+- key different, identity equal: **update** in place;
 - identity different (an instance's image fingerprint, type or project; a volume's pool; a
-  bridge whose creation was interrupted, left "Pending"; an instance an interrupted build left
-  without a key): **replace**.  A protected instance is replaced only with ``replace=True``
-  (stopped, snapshotted, the snapshot published as an image, then rebuilt from the new image:
-  its config, uuid and custom volumes stay), otherwise the change is blocked; a volume that
-  changes pool too (its data would go);
-- a managed object (``user.anklume.managed=true``) no unit names: an orphan, **delete**d only
-  with ``prune=True`` and never when protected (nor its domain's project, bridge, profiles and
-  volumes while a protected instance of that domain is kept).
+  bridge whose creation was interrupted, left "Pending"): **replace**.  An instance that holds
+  data to keep (protected, or adopted) is never deleted: with ``replace=True`` it is *rebuilt*
+  (stopped, snapshotted, the snapshot published as an image, rebuilt from the new image: its
+  config, uuid and custom volumes stay), otherwise blocked; one that changes project or type
+  cannot be rebuilt and is blocked with what to do by hand.  An unprotected instance is deleted,
+  then created.  A volume that changes pool needs ``replace=True`` (its data would go), and is
+  blocked while a protected instance uses it;
+- an instance without a recorded key: unprotected and managed, an interrupted create, **replace**d;
+  protected (protection is written with the key, so no interrupted build left it) or adopted,
+  **update**d in place;
+- a managed object no unit names: an orphan, **delete**d only with ``prune=True``, never when
+  protected, nor while an instance still in its domain uses it (a protected orphan, an instance
+  moving to another domain, one anklume did not create).  A project's own images that exist
+  nowhere else (backups) are moved to the default project before it is deleted.
 
 Reasons name the field that changed, old -> new, from the applied spec kept in the local store
 (``specs(key)``); without it, the recorded and planned keys are named.  Drift that leaves the
@@ -25,7 +36,7 @@ recorded key alone (a config key set by hand) is ``verify --live``'s business, n
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, Literal
 
 import msgspec
@@ -59,6 +70,9 @@ class Change(msgspec.Struct, frozen=True, kw_only=True):
     key: str | None = None  # the planned key (None for deletes)
     old_key: str | None = None  # the recorded key
     start_only: bool = False  # an update whose only reason is a stopped instance
+    #: a replace that keeps the instance: rebuilt from the new image, its old root filesystem
+    #: published as an image first (protected or adopted instances); otherwise deleted, created
+    rebuild: bool = False
 
     @property
     def pending(self) -> bool:
@@ -115,23 +129,61 @@ def _no_specs(_key: str) -> None:
     return None
 
 
+def owner_of(obj: LiveObject, live: Mapping[str, LiveObject]) -> str | None:
+    """The ``project_name`` of the infra an object belongs to: its own ``user.anklume.owner``,
+    else (the mark removed by hand, or never written) that of its domain's project."""
+    if obj.owner or obj.kind == "project":
+        return obj.owner
+    project = live.get(f"project:{obj.domain}")
+    return project.owner if project is not None and project.managed else None
+
+
+def _theirs(obj: LiveObject, live: Mapping[str, LiveObject], owner: str | None) -> str | None:
+    """The other infra's ``project_name`` when ``obj`` belongs to another infra, else None."""
+    other = owner_of(obj, live)
+    return other if owner is not None and other is not None and other != owner else None
+
+
+class _Context(msgspec.Struct, frozen=True):
+    graph: Graph
+    live: Mapping[str, LiveObject]
+    specs: SpecLookup
+    prune: bool
+    replace: bool
+    owner: str | None
+    adopt: frozenset[str]
+
+
 def plan_changes(graph: Graph, live: Mapping[str, LiveObject], *, specs: SpecLookup = _no_specs,
-                 prune: bool = False, replace: bool = False, owner: str | None = None) -> Plan:
+                 prune: bool = False, replace: bool = False, owner: str | None = None,
+                 adopt: Collection[str] = ()) -> Plan:
     """Compare each unit with its live object, then list the orphans (pure).
 
     ``owner``: this infra's ``project_name``.  Objects another infra's build wrote are never
-    orphans here, and a unit that would take one over is blocked."""
-    changes: list[Change] = []
-    for unit in graph:
-        obj = live.get(unit.uid)
-        if obj is not None and obj.owned_by_other(owner):
-            changes.append(Change(action="update", uid=unit.uid, key=unit.key, old_key=obj.key, reasons=[
-                Reason("owner", obj.owner, owner)], blocked=f"{unit.kind} {unit.object} belongs to the anklume "
-                f"project {obj.owner!r} (another infra.yml on this daemon): rename yours"))
-            continue
-        changes.append(_change(unit, obj, specs, replace))
-    changes.extend(_orphans(graph, live, prune, owner))
+    orphans here, and a unit that would take one over is blocked.  ``adopt``: the uids of the units
+    whose existing object anklume did not create (or another infra owns) may be taken over; any
+    other such object blocks its unit."""
+    ctx = _Context(graph, live, specs, prune, replace, owner, frozenset(adopt))
+    changes = _wait_for_moves([_change(unit, live.get(unit.uid), ctx) for unit in graph], ctx)
+    changes.extend(_orphans(changes, ctx))
     return Plan(changes)
+
+
+def _wait_for_moves(changes: list[Change], ctx: _Context) -> list[Change]:
+    """A volume an instance moving by hand takes along is not created empty in its new domain:
+    the move (``incus storage volume move``) would find the name taken."""
+    waiting: dict[str, str] = {}  # volume uid in the new domain -> the instance that brings it
+    for c in changes:
+        obj, unit = ctx.live.get(c.uid), ctx.graph.get(c.uid)
+        if c.rebuild and c.blocked and obj is not None and unit is not None and obj.project != unit.project:
+            for d in obj.devices.values():
+                if d.get("type") == "disk" and d.get("pool") and d.get("source"):
+                    waiting[f"volume:{unit.project}/{d['source']}"] = unit.object
+    if not waiting:
+        return changes
+    return [msgspec.structs.replace(c, blocked=(
+        f"waits for {waiting[c.uid]} to move: its volume {c.uid.rsplit('/', 1)[-1]} comes along "
+        f"(see instance:{waiting[c.uid]})")) if c.action == "create" and c.uid in waiting else c for c in changes]
 
 
 def _key_reasons(unit: Unit, obj: LiveObject, specs: SpecLookup) -> list[Reason]:
@@ -144,68 +196,175 @@ def _key_reasons(unit: Unit, obj: LiveObject, specs: SpecLookup) -> list[Reason]
                    + ("" if old is not None else " (applied spec not in the local store)"))]
 
 
-def _change(unit: Unit, obj: LiveObject | None, specs: SpecLookup, replace: bool) -> Change:
+def _made_with_our_project(unit: Unit, ctx: _Context) -> bool:
+    """A project's default profile: Incus made it with the project, so it is adopted with it."""
+    if unit.kind != "profile" or unit.object != "default":
+        return False
+    project = ctx.live.get(f"project:{unit.project}")
+    if f"project:{unit.project}" in ctx.adopt:
+        return True
+    return project is not None and project.managed and not _theirs(project, ctx.live, ctx.owner)
+
+
+def _change(unit: Unit, obj: LiveObject | None, ctx: _Context) -> Change:
     if obj is None:
         return Change(action="create", uid=unit.uid, key=unit.key, reasons=[Reason("object", text=unrecorded(unit)
                       if unit.kind in INSIDE_KINDS else f"{unit.kind} {unit.object} does not exist")])
     old_key = obj.key
+    adopted = unit.uid in ctx.adopt
     live_id = obj.identity()
     id_diff = [Reason(f"identity.{k}", live_id.get(k), v) for k, v in sorted(unit.identity.items())
                if live_id.get(k) != v]
+    other = _theirs(obj, ctx.live, ctx.owner)
+    if other and not adopted:
+        return Change(action="update", uid=unit.uid, key=unit.key, old_key=old_key, reasons=[
+            Reason("owner", other, ctx.owner)], blocked=(
+            f"{unit.kind} {unit.object} belongs to the anklume project {other!r}: another infra.yml on this "
+            f"daemon, or this one before its project_name changed. If it is yours, set project_name back to "
+            f"{other!r} (or take it over: `anklume build --adopt {unit.uid}`); if not, name yours otherwise"))
+    if not obj.managed and not adopted and not _made_with_our_project(unit, ctx):
+        return Change(action="replace" if id_diff else "update", uid=unit.uid, key=unit.key, old_key=old_key,
+                      reasons=[Reason("managed", text=f"{unit.kind} {unit.object} exists, not created by anklume"),
+                               *id_diff],
+                      blocked=(f"{unit.kind} {unit.object} exists but anklume did not create it: it is never "
+                               f"taken over silently. Remove or rename it, or adopt it explicitly: "
+                               f"`anklume build --adopt {unit.uid}`"))
     if id_diff and old_key != unit.key:
+        if unit.kind == "instance":
+            return _instance_replace(unit, obj, id_diff, ctx)
         blocked = None
-        if not obj.managed and not replace:
-            blocked = (f"{unit.kind} {unit.object} exists but anklume did not create it: rename or remove it, "
-                       "or pass --replace")
-        elif obj.protected and not replace:
-            blocked = (f"{unit.object} is protected (ephemeral: false): pass --replace to snapshot it and "
-                       "rebuild it from the new image")
-        elif unit.kind == "volume" and not replace:
-            blocked = f"replacing volume {unit.object} (new pool) deletes its data: pass --replace"
-        elif obj.protected and live_id.get("project") != unit.identity.get("project"):
-            blocked = f"{unit.object} is protected and moves to another project: move it by hand"
+        if unit.kind == "volume":
+            blocked = _volume_move(unit, obj, ctx)
         return Change(action="replace", uid=unit.uid, key=unit.key, old_key=old_key, reasons=id_diff,
                       blocked=blocked)
-    if unit.kind == "instance" and obj.managed and not old_key:
+    if unit.kind == "instance" and not old_key:
+        if obj.protected or not obj.managed:
+            # protection is written with the key: a protected instance without one was not left
+            # half-created by anklume (its key was removed by hand), nor was an adopted one
+            text = (f"instance {unit.object} exists, not created by anklume: adopted (--adopt), its spec applied "
+                    "in place" if not obj.managed else
+                    f"instance {unit.object} carries no recorded key (removed by hand?), but it is protected and "
+                    "anklume writes protection only with the key, once the instance is complete: its spec is "
+                    "applied in place")
+            return Change(action="update", uid=unit.uid, key=unit.key, reasons=[Reason("key", text=text)])
         # anklume created it and never recorded it as applied: an interrupted create, re-done
         return Change(action="replace", uid=unit.uid, key=unit.key, reasons=[Reason(
-            "key", text=f"instance {unit.object} was left half-created by an interrupted build: re-created")],
-            blocked=None if not obj.protected or replace else
-            f"{unit.object} is protected: pass --replace to re-create it")
+            "key", text=f"instance {unit.object} carries no recorded key and is not protected: left half-created "
+                        "by an interrupted build (or its key was removed): re-created")])
     if unit.kind == "network" and obj.status not in (None, "Created"):
         return Change(action="replace", uid=unit.uid, key=unit.key, old_key=old_key,
                       reasons=[Reason("status", obj.status, "Created")])
     if not obj.managed:
+        why = "adopted (--adopt)" if adopted else "made by Incus with its project: adopted with it"
         return Change(action="update", uid=unit.uid, key=unit.key, old_key=old_key,
-                      reasons=[Reason("managed", text=f"{unit.kind} {unit.object} exists, not managed by anklume "
-                                                      "yet: adopting it")])
+                      reasons=[Reason("managed", text=f"{unit.kind} {unit.object} exists, not created by anklume: "
+                                                      f"{why}")])
+    if other:
+        return Change(action="update", uid=unit.uid, key=unit.key, old_key=old_key,
+                      reasons=[Reason("owner", other, ctx.owner, text=f"owner: {other!r} -> {ctx.owner!r} "
+                                                                       "(taken over: --adopt)")])
     if old_key != unit.key:
         return Change(action="update", uid=unit.uid, key=unit.key, old_key=old_key,
-                      reasons=_key_reasons(unit, obj, specs))
+                      reasons=_key_reasons(unit, obj, ctx.specs))
     if unit.kind == "instance" and obj.status != "Running":
         return Change(action="update", uid=unit.uid, key=unit.key, old_key=old_key, start_only=True,
                       reasons=[Reason("state", obj.status, "Running")])
     return Change(action="unchanged", uid=unit.uid, key=unit.key, old_key=old_key)
 
 
-def _orphans(graph: Graph, live: Mapping[str, LiveObject], prune: bool, owner: str | None = None) -> list[Change]:
-    orphans = [o for uid, o in live.items() if o.managed and uid not in graph.units and not o.owned_by_other(owner)]
-    orphans.sort(key=lambda o: (DELETE_ORDER.get(o.kind, 9), o.uid))
-    kept_domains: dict[str, str] = {}
-    for o in orphans:
-        if o.protected:
-            kept_domains.setdefault(o.domain, o.object)
+def _instance_replace(unit: Unit, obj: LiveObject, id_diff: list[Reason], ctx: _Context) -> Change:
+    """An instance whose identity changed.  One that holds data anklume must keep (protected: the
+    live flag, or the unit's when it was fully built; or adopted) is rebuilt in place, never
+    deleted: only with --replace, only in its own project and with its own type."""
+    kept = obj.protected or not obj.managed or (unit.protected and bool(obj.key))
+    if not kept:  # deleted, then created
+        return Change(action="replace", uid=unit.uid, key=unit.key, old_key=obj.key, reasons=id_diff)
+    what = "protected (ephemeral: false)" if obj.protected or unit.protected else "not created by anklume (adopted)"
+    blocked = None
+    if obj.project != unit.project:
+        blocked = _instance_move(unit, obj, what)
+    elif obj.type != unit.spec["type"]:
+        blocked = (f"{unit.object} is {what} and changes type ({obj.type} -> {unit.spec['type']}): Incus rebuilds "
+                   "an instance only with its own type; save its data, then delete it by hand")
+    elif not ctx.replace:
+        blocked = (f"{unit.object} is {what}: pass --replace to snapshot it and rebuild it from the new image "
+                   "(its old root filesystem kept as an image, its volumes kept)")
+    return Change(action="replace", uid=unit.uid, key=unit.key, old_key=obj.key, reasons=id_diff, blocked=blocked,
+                  rebuild=True)
+
+
+def _instance_move(unit: Unit, obj: LiveObject, what: str) -> str:
+    old, new, name = obj.project, unit.project, unit.object
+    volumes = sorted((d["pool"], d["source"]) for d in obj.devices.values()
+                     if d.get("type") == "disk" and d.get("pool") and d.get("source")
+                     and not d["source"].startswith("/"))
+    steps = [f"incus stop {name} --project {old}"]
+    steps += [f"incus storage volume move {p}/{v} {p}/{v} --project {old} --target-project {new}" for p, v in volumes]
+    steps += [f"incus move {name} --project {old} --target-project {new}"]
+    said = f" with its volumes ({', '.join(v for _, v in volumes)})" if volumes else ""
+    return (f"{name} is {what} and moves from domain {old} to domain {new}: anklume neither deletes it nor "
+            f"moves it, and keeps what it uses in {old}. Move it{said} by hand, then build again: "
+            + "; ".join(steps) + f". Or keep it in domain {old} in infra.yml")
+
+
+def _volume_move(unit: Unit, obj: LiveObject, ctx: _Context) -> str | None:
+    """Why a volume that changes pool is not replaced (its data would go), or None."""
+    old, new = obj.pool, unit.spec["pool"]
+    by_hand = (f"move it by hand: incus storage volume move {old}/{unit.object} {new}/{unit.object} "
+               f"--project {unit.project}")
+    users = sorted(u.object for u in ctx.graph if u.kind == "instance" and u.protected and u.project == unit.project
+                   and any(d.get("type") == "disk" and d.get("source") == unit.object
+                           for d in u.spec["devices"].values()))
+    if users:
+        return (f"volume {unit.object} moves from pool {old} to {new}: protected instance(s) {', '.join(users)} "
+                f"use it and replacing it deletes its data: {by_hand}")
+    if not ctx.replace:
+        return f"replacing volume {unit.object} (new pool) deletes its data: pass --replace, or {by_hand}"
+    return None
+
+
+def _orphans(changes: list[Change], ctx: _Context) -> list[Change]:
+    graph, live = ctx.graph, ctx.live
+    by_uid = {c.uid: c for c in changes}
+    orphans = sorted(((uid, o) for uid, o in live.items()
+                      if o.managed and uid not in graph.units and not _theirs(o, live, ctx.owner)),
+                     key=lambda item: (DELETE_ORDER.get(item[1].kind, 9), item[0]))
+    # the instances that are still in each domain after this build: what they use stays
+    staying: dict[str, list[str]] = {}
+    for uid, o in live.items():
+        if o.kind != "instance":
+            continue
+        unit, change = graph.get(uid), by_uid.get(uid)
+        if unit is None:
+            if not o.managed:
+                why = f"instance {o.object} (not created by anklume) is in project {o.project}"
+            elif _theirs(o, live, ctx.owner):
+                why = f"instance {o.object} of the anklume project {_theirs(o, live, ctx.owner)!r} is in it"
+            elif o.protected:
+                why = f"protected instance {o.object} of domain {o.domain} is kept"
+            else:
+                continue  # an orphan: deleted with --prune, first
+        elif o.project == unit.project:
+            continue  # its domain is in infra.yml
+        elif change is not None and change.action == "replace" and not change.blocked and not change.rebuild:
+            continue  # deleted from its old project by its replace, which comes first
+        else:
+            why = f"instance {o.object} still uses domain {o.domain} (it moves to {unit.project}: see {uid})"
+        staying.setdefault(o.domain, []).append(why)
     out: list[Change] = []
-    for o in orphans:
+    for uid, o in orphans:
         reasons = [Reason("infra", text=f"{o.kind} {o.object} is no longer in infra.yml")]
+        if o.kind == "project":
+            reasons.append(Reason("images", text="images found only in it (the anklume-before-* backups, images "
+                                                 "imported by hand) are moved to project default first"))
         blocked = None
         if o.protected:
             blocked = "protected (ephemeral: false): never deleted; remove it by hand if you mean it"
-        elif o.kind != "instance" and kept_domains.get(o.domain):
-            blocked = f"kept: protected instance {kept_domains[o.domain]} of domain {o.domain} is kept"
-        elif not prune:
+        elif o.kind != "instance" and staying.get(o.domain):
+            blocked = "kept: " + "; ".join(staying[o.domain])
+        elif not ctx.prune:
             blocked = "kept: pass --prune to delete it"
-        out.append(Change(action="delete", uid=o.uid, old_key=o.key, reasons=reasons, blocked=blocked))
+        out.append(Change(action="delete", uid=uid, old_key=o.key, reasons=reasons, blocked=blocked))
     return out
 
 

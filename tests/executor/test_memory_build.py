@@ -74,3 +74,45 @@ def test_every_bridge_is_created_before_any_instance(tmp_path):
     last_network = max(i for i, uid in enumerate(done) if uid.startswith("network:"))
     first_instance = min(i for i, uid in enumerate(done) if uid.startswith("instance:"))
     assert last_network < first_instance
+
+
+def test_bridges_are_deleted_one_at_a_time_after_the_instances(tmp_path):
+    """Incus 6.0 fails to delete bridges in parallel ("Failed to delete bridge children
+    interfaces ... does not exist"): a prune of several domains deletes them one by one."""
+    doc = two_domains()
+    doc["domains"]["gamma"] = {"subnet_id": 13, "ephemeral": True, "machines": {"gamma-app": {}}}
+    doc["domains"]["alpha"]["machines"]["alpha-db"]["ephemeral"] = True
+    infra = make_infra(doc)
+    g = build_units(infra, make_lock(infra))
+    backend = MemoryBackend()
+    build(g, backend, SpecStore(tmp_path))
+
+    class Watch(MemoryBackend):
+        """Counts the bridge deletions running at once."""
+
+        def __init__(self, objects):
+            super().__init__(delay=0.02)
+            self.objects = objects
+            self.bridges = 0
+            self.most = 0
+
+        def apply(self, change, unit, obj, *, replace=False):
+            bridge = change.action == "delete" and change.uid.startswith("network:")
+            with self._lock:
+                self.bridges += bridge
+                self.most = max(self.most, self.bridges)
+            try:
+                super().apply(change, unit, obj, replace=replace)
+            finally:
+                with self._lock:
+                    self.bridges -= bridge
+
+    watch = Watch(dict(backend.objects))
+    empty = make_infra({**doc, "domains": {}})
+    g2 = build_units(empty, make_lock(empty))
+    _, results = build(g2, watch, SpecStore(tmp_path), prune=True, jobs=8)
+    assert all(o.status == "ok" for o in results.values()), results
+    assert sum(uid.startswith("network:") for _, uid in watch.log) == 3 and watch.most == 1
+    done = [uid for _, uid in watch.log]
+    first_bridge = min(i for i, uid in enumerate(done) if uid.startswith("network:"))
+    assert all(i < first_bridge for i, uid in enumerate(done) if uid.startswith("instance:"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -74,9 +75,38 @@ class BuildEnv:
         return Console(file=self.out, width=250, highlight=False)
 
     def build(self, infra, lock, *, plan_only: bool = False, prune: bool = False, replace: bool = False,
-              as_json: bool = False, jobs: int = 4) -> int:
+              as_json: bool = False, jobs: int = 4, adopt: tuple[str, ...] = ()) -> int:
+        extra = {"adopt": adopt} if adopt else {}
         return do_apply(self.project, infra, lock, plan_only=plan_only, as_json=as_json, jobs=jobs, prune=prune,
-                        replace=replace, endpoint=self.incus.socket, specs=self.store, console=self.console())
+                        replace=replace, endpoint=self.incus.socket, specs=self.store, console=self.console(),
+                        **extra)
+
+    def plan(self, infra, lock, **kw) -> dict[str, dict]:
+        """``build --plan --json``: unit -> its change."""
+        self.build(infra, lock, plan_only=True, as_json=True, **kw)
+        return {c["unit"]: c for c in json.loads(self.out.getvalue())["changes"]}
+
+    def images(self, project: str) -> list[dict]:
+        return self.query(f"/1.0/images?project={project}&recursion=1")
+
+    def backups(self, project: str) -> dict[str, str]:
+        """The anklume-before-* aliases of a project: alias -> fingerprint."""
+        return {a["name"]: i["fingerprint"] for i in self.images(project) for a in i.get("aliases") or []
+                if a["name"].startswith("anklume-before-")}
+
+    def sh(self, name: str, project: str, script: str) -> str:
+        return self.incus.incus("exec", name, "--project", project, "--", "sh", "-c", script)
+
+    def cat(self, name: str, project: str, *paths: str) -> str:
+        """Files read inside an instance.  Incus sometimes loses the whole output of an exec run
+        right after the instance started (status 0, nothing on stdout: seen with busybox): a
+        marker printed last tells a lost output from an empty file, and the exec is run again."""
+        for _ in range(10):
+            out = self.sh(name, project, f"cat {' '.join(paths)}; echo '<end>'")
+            if out.endswith("<end>\n"):
+                return out[:-len("<end>\n")]
+            time.sleep(0.3)
+        raise AssertionError(f"exec in {name} returned no output 10 times")
 
     def verify(self, infra, lock) -> tuple[int, list[dict]]:
         rc = verify_live(self.project, infra, lock, as_json=True, endpoint=self.incus.socket,

@@ -71,6 +71,8 @@ ORIGINAL = [
          "invalid name"),
     Case("domain-name-trailing-hyphen", edit("  work:\n", "  work-:\n"), "domains.work-", L_WORK,
          "invalid name"),  # the original accepted 'a-'; a bridge name should not end with '-'
+    Case("domain-name-default", edit("  work:\n", "  default:\n"), "domains.default", L_WORK,
+         "a domain cannot be named 'default'"),
     Case("subnet_id-missing", lines(BASE, L_SUBNET1), "domains.work.subnet_id", L_WORK,
          "missing required key"),
     Case("subnet_id-too-big", edit("subnet_id: 1\n", "subnet_id: 255\n"), "domains.work.subnet_id",

@@ -11,7 +11,7 @@ half-way: they get their key in a last PATCH, after everything else succeeded.  
 
 from __future__ import annotations
 
-from anklume.backends.incus.client import IncusClient, NotFound
+from anklume.backends.incus.client import IncusApiError, IncusClient, NotFound
 from anklume.backends.incus.instance import OWNED_PREFIXES, InstanceWriter, marks
 from anklume.backends.incus.live import BRIDGE_MIRROR_KEY
 from anklume.errors import AnklumeError
@@ -119,8 +119,44 @@ class ObjectWriter:
         elif obj.kind == "network":
             self.client.request("delete", f"networks/{obj.object}")
         elif obj.kind == "project":
-            for fp in self.client.get("images", project=obj.object):
-                self.client.request("delete", f"images/{fp.rsplit('/', 1)[-1]}", params={"project": obj.object})
+            self.empty_images(obj.object)
             self.client.request("delete", f"projects/{obj.object}")
         else:  # pragma: no cover
             raise AnklumeError(f"cannot delete a {obj.kind}")
+
+    def empty_images(self, project: str) -> None:
+        """Before a project is deleted (with every image in it): the images that can be fetched
+        again (copies of the default project's ``local:`` pins, pulls and caches of an image
+        server: they have an ``update_source``, or are cached) are deleted; the others exist nowhere
+        else (the ``anklume-before-*`` backups of rebuilt instances, images imported by hand):
+        copied to the default project with their aliases first (``<alias>-<project>`` when the
+        name is taken there), then deleted here."""
+        for image in self.client.get("images", recursion="1", project=project) or []:
+            fp = image["fingerprint"]
+            if not image.get("cached") and not (image.get("update_source") or {}).get("server"):
+                self.keep_image(image, project)
+            self.client.request("delete", f"images/{fp}", params={"project": project})
+
+    def keep_image(self, image: dict, project: str) -> None:
+        fp = image["fingerprint"]
+        try:
+            self.client.get(f"images/{fp}", project="default")
+        except NotFound:
+            self.client.request("post", "images", params={"project": "default"}, body={
+                "source": {"type": "image", "mode": "pull", "protocol": "incus", "fingerprint": fp,
+                           "project": project}})
+        for alias in image.get("aliases") or []:
+            name = alias["name"]
+            try:
+                target = self.client.get(f"images/aliases/{name}", project="default").get("target")
+            except NotFound:
+                target = None
+            if target == fp:
+                continue
+            if target is not None:
+                name = f"{name}-{project}"
+            try:
+                self.client.request("post", "images/aliases", params={"project": "default"}, body={
+                    "name": name, "target": fp, "description": alias.get("description") or ""})
+            except IncusApiError:
+                pass  # that name too is taken: the image stays, found by its fingerprint
