@@ -24,7 +24,7 @@ import msgspec
 from anklume.lock.schema import Lock
 from anklume.units.graph import Graph
 from anklume.units.inside import INSIDE_KINDS, record_key
-from anklume.units.plan import show_value
+from anklume.units.plan import owner_of, show_value
 from anklume.units.unit import LiveObject, Unit
 
 
@@ -180,7 +180,8 @@ def live_findings(graph: Graph, live: Mapping[str, LiveObject], lock: Lock, card
             out.append(Finding(unit.uid, "config.user.anklume.owner", owner, obj.owner))
         out += unit_findings(unit, obj)
     for uid, obj in sorted(live.items()):
-        if obj.managed and uid not in graph.units and not obj.owned_by_other(owner):
+        other = owner_of(obj, live)  # an ownerless object belongs to its project's owner, as in the plan
+        if obj.managed and uid not in graph.units and not (owner is not None and other is not None and other != owner):
             out.append(Finding(uid, "managed", "not in the lock (orphan)", f"{obj.kind} {obj.object}"))
     out += gpu_findings(lock, cards)
     return out

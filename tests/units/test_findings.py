@@ -55,3 +55,21 @@ def test_volume_defaults_from_its_pool():
     assert filled_by_incus(vol, {}, "block.mount_options", "discard")
     # read without its pool (the plan of a build): no defaults known
     assert parse_volume({"name": "v"}, "p", "default").defaults == {}
+
+
+def test_an_ownerless_object_in_another_infra_s_project_is_not_this_infra_s_orphan():
+    from anklume.units.build import build_units
+    from anklume.units.findings import live_findings
+    from tests.units.infra import make_infra, make_lock, two_domains
+
+    infra = make_infra(two_domains())
+    lock = make_lock(infra)
+    graph = build_units(infra, lock)
+    theirs = LiveObject(kind="project", name="other", project="default", object="other",
+                        config={"user.anklume.managed": "true", "user.anklume.owner": "them"})
+    stray = LiveObject(kind="instance", name="x", project="other", object="x",
+                       config={"user.anklume.managed": "true"})  # its owner mark removed by hand
+    ours = LiveObject(kind="instance", name="y", project="alpha", object="y", config={"user.anklume.managed": "true"})
+    live = {"project:other": theirs, "instance:x": stray, "instance:y": ours}
+    orphans = {f.object for f in live_findings(graph, live, lock, owner="t") if f.field == "managed"}
+    assert orphans == {"instance:y"}
