@@ -13,7 +13,7 @@ import platform
 import shutil
 import stat
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
 
@@ -23,6 +23,7 @@ from anklume.lock.schema import MAX_DRIVER_FILE_BYTES, GpuDriverFile
 from anklume.resolve.driver import (ARCHES, DRIVER_BINARIES, DriverFile, choose_mode, driver_files, parse_ldconfig,
                                     parse_smi_versions)
 from anklume.resolve.gpus import SMI_FIELDS, GpuCard, join_inventory, parse_nvidia_smi_csv, parse_resources, with_driver
+from anklume.units.preflight import HostGpus
 
 SMI_TIMEOUT_S = 30.0
 #: Where ``ldconfig`` is when it is not on PATH (Debian keeps it in /sbin, off a user's PATH).
@@ -155,3 +156,21 @@ def hash_files(paths: Iterable[str]) -> dict[str, tuple[int, str] | None]:
         finally:
             os.close(fd)
     return out
+
+
+def host_gpus(resources: Mapping, endpoint: str, sources: Iterable[str] = ()) -> HostGpus:
+    """The host's GPUs from Incus's ``resources`` (of the server at ``endpoint``), joined with
+    nvidia-smi when the server is this machine, and the size and sha256 of each of ``sources``
+    (the pinned driver files) there."""
+    cards = parse_resources(resources, source=f"Incus at {endpoint}: /1.0/resources")
+    if not is_local(endpoint):
+        return HostGpus(cards=cards, local=False)
+    binary = shutil.which("nvidia-smi")
+    smi_error = None
+    if cards and binary:
+        try:
+            cards = join_inventory(cards, parse_nvidia_smi_csv(query_nvidia_smi(binary)))
+        except SourceError as err:  # a broken driver refuses the GPU containers, not the whole build
+            smi_error = err.message
+    return HostGpus(cards=cards, local=True, container_cli=shutil.which(CONTAINER_CLI) is not None,
+                    files=hash_files(sorted(set(sources))), smi_error=smi_error)
