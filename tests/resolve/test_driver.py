@@ -9,7 +9,9 @@ import os
 import stat
 
 import pytest
+from click.testing import CliRunner
 
+from anklume.cli import main
 from anklume.resolve.driver import (DriverFile, choose_mode, device_name, driver_files, driver_name_of, library_of,
                                     missing_required, parse_ldconfig, parse_smi_versions)
 from anklume.resolve.gpus import parse_resources
@@ -195,3 +197,16 @@ def test_hash_files_takes_regular_files_only(tmp_path):
     got = hash_files([str(regular), str(fifo), str(tmp_path / "missing"), str(tmp_path)])
     assert got == {str(regular): (1, "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881"),
                    str(fifo): None, str(tmp_path / "missing"): None, str(tmp_path): None}
+
+
+def test_gpus_shows_the_driver_and_what_a_container_gets(fake_incus, driver_host, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")
+    incus = fake_incus({"/1.0/resources": json.loads(H200_RESOURCES.read_bytes())})
+    result = CliRunner().invoke(main, ["gpus", "--incus", incus.socket])
+    assert result.exit_code == 0, result.output
+    assert f"{VERSION} (CUDA 13.0)" in result.output
+    assert "card + 14 driver files (read-only)" in result.output
+    assert "a VM gets the card only" in result.output
+    data = CliRunner().invoke(main, ["gpus", "--json", "--incus", incus.socket]).output
+    [card] = json.loads(data)
+    assert card["driver_mode"] == "files" and len(card["driver_files"]) == 14
