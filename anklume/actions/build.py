@@ -101,9 +101,9 @@ def print_refusals(out: Console, refusals: list[GpuRefusal], graph: Graph) -> No
     """One message per refusal: what the lock says, what the host has, the fix."""
     for r in refusals:
         held = 1 + len(graph.dependents(f"instance:{r.machine}"))
-        out.print(f"refused: {r.render()}", markup=False, highlight=False)
+        out.print(f"refused: {r.render()}", markup=False, highlight=False, soft_wrap=True)
         out.print(f"  hint: {FIX}; nothing of instance {r.machine} is built ({held} unit(s) with what is "
-                  "placed in it)", markup=False, highlight=False)
+                  "placed in it)", markup=False, highlight=False, soft_wrap=True)
 
 
 def do_apply(project: Project, infra: Infra, lock: Lock, *, plan_only: bool, as_json: bool, jobs: int = 4,
