@@ -9,9 +9,12 @@ import msgspec
 import pytest
 
 from anklume.errors import LockFormatError
+from anklume.lock.assemble import Update, describe_changes, lock_infra
 from anklume.lock.codec import decode_lock, encode_lock, lock_problem
 from anklume.lock.gpu import assign_gpus, driver_of
-from anklume.lock.schema import LOCK_VERSION, GpuDriver, GpuDriverFile, GpuLocked, GpuOriginal, GpuPin, Lock
+from anklume.lock.schema import (LOCK_VERSION, GpuDriver, GpuDriverFile, GpuLocked, GpuOriginal, GpuPin, ImageLocked,
+                                 Lock)
+from anklume.model.load import load_infra
 from anklume.resolve.gpus import GpuCard, encode_inventory, parse_inventory_file
 from tests.support.lockfiles import LOCKFILES
 
@@ -143,3 +146,48 @@ def test_the_lock_never_writes_a_driver_it_would_refuse():
     bad = GpuDriver(mode="files", version=VERSION,
                     files=[GpuDriverFile(target="/etc/shadow", source="/etc/shadow", sha256="0" * 64, size=1)])
     assert "is not a driver library or program" in lock_problem(pinned_lock(bad))
+
+
+# -- through lock_infra ----------------------------------------------------------------------------
+
+GPU_INFRA = """\
+project_name: p
+global:
+  gpu_policy: shared
+domains:
+  lab:
+    subnet_id: 1
+    machines:
+      llm: {gpu: true}
+      vm1: {gpu: true, type: vm}
+"""
+
+
+class H200Host:
+    """A scripted resolver: images pinned to zeros, the H200 with its driver in files mode."""
+
+    def image(self, original):
+        return ImageLocked(fingerprint="0" * 64)
+
+    def gpu_inventory(self):
+        return [card(driver_version=VERSION, cuda_version="13.0", driver_mode="files", driver_files=FILES)]
+
+
+def test_lock_infra_pins_the_driver_of_a_container_not_of_a_vm():
+    infra = load_infra(GPU_INFRA.encode())
+    lock = lock_infra(infra, None, H200Host())
+    assert lock.gpus["llm"].driver == GpuDriver(mode="files", version=VERSION, cuda="13.0", files=FILES)
+    assert lock.gpus["vm1"].driver is None
+
+
+def test_a_kept_pin_without_driver_stays_so_until_update_gpus():
+    """An old lock's pin is kept byte for byte; `--update gpus` re-reads the card and its driver."""
+    infra = load_infra(GPU_INFRA.encode())
+    new = lock_infra(infra, None, H200Host())
+    old = msgspec.structs.replace(new, gpus={m: msgspec.structs.replace(p, driver=None) for m, p in new.gpus.items()})
+    kept = lock_infra(infra, old, H200Host())
+    assert kept.gpus == old.gpus
+    updated = lock_infra(infra, old, H200Host(), Update(names=frozenset({"gpus"})))
+    assert updated.gpus["llm"].driver is not None
+    assert describe_changes(old, updated) == [
+        "~ gpu llm: 0000:00:06.0 NVIDIA H200 -> 0000:00:06.0 NVIDIA H200 (driver 580.159.04, files)"]
