@@ -21,7 +21,7 @@ PACKAGE = Path(anklume.__file__).parent
 SHELL = {
     "render/write.py": "writes the tree atomically",
     "resolve/http.py": "fetches over HTTP (urllib) with the cache",
-    "resolve/inventory.py": "asks the host (Incus, nvidia-smi)",
+    "resolve/inventory.py": "asks the host (Incus, nvidia-smi, ldconfig, the driver's files)",
     "resolve/resolver.py": "wires the fetcher and the Incus reader to the parsers",
 }
 PURE = sorted(

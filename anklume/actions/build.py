@@ -28,11 +28,13 @@ from anklume.provision.artefacts import ArtefactSources, Provisioner
 from anklume.provision.inputs import project_units
 from anklume.render.tree import render_tree
 from anklume.render.write import TreeChanges, apply_tree, find_orphans, plan_tree, prune
+from anklume.resolve.inventory import host_gpus
 from anklume.sources import incus_endpoint
 from anklume.store import ArtefactStore, SpecStore
 from anklume.units.graph import Graph
 from anklume.units.inside import INSIDE_KINDS, with_inside
 from anklume.units.plan import Plan, mark_damaged, plan_changes
+from anklume.units.preflight import FIX, GpuRefusal, gpu_refusals, mark_refused, refused_units, without_refused
 
 
 #: The kinds of Incus objects (``--adopt`` takes one over; the units inside instances are not objects).
@@ -111,6 +113,25 @@ def report_orphans(out: Console, orphans, *, prune_them: bool, command: str) -> 
             out.print(f"ORPHAN: {orphan.path} ({orphan.reason}); `{command}` deletes it")
 
 
+def gpu_preflight(lock: Lock, graph: Graph, backend: IncusBackend) -> list[GpuRefusal]:
+    """The locked GPUs of ``graph``'s machines against the host (:mod:`anklume.units.preflight`);
+    reads the host only when there are some."""
+    pins = [pin for machine, pin in lock.gpus.items() if f"instance:{machine}" in graph.units]
+    if not pins:
+        return []
+    sources = [f.source for pin in pins if pin.driver is not None for f in pin.driver.files]
+    return gpu_refusals(lock, graph, host_gpus(backend.resources(), backend.endpoint, sources))
+
+
+def print_refusals(out: Console, refusals: list[GpuRefusal], graph: Graph) -> None:
+    """One message per refusal: what the lock says, what the host has, the fix."""
+    for r in refusals:
+        held = 1 + len(graph.dependents(f"instance:{r.machine}"))
+        out.print(f"refused: {r.render()}", markup=False, highlight=False, soft_wrap=True)
+        out.print(f"  hint: {FIX}; nothing of instance {r.machine} is built ({held} unit(s) with what is "
+                  "placed in it)", markup=False, highlight=False, soft_wrap=True)
+
+
 def do_apply(project: Project, infra: Infra, lock: Lock, *, plan_only: bool, as_json: bool, jobs: int = 4,
              prune: bool = False, replace: bool = False, endpoint: str | None = None,
              specs: SpecStore | None = None, console: Console | None = None, tree: TreeChanges | None = None,
@@ -119,41 +140,55 @@ def do_apply(project: Project, infra: Infra, lock: Lock, *, plan_only: bool, as_
     """Plan and apply to Incus; ``tree``: the Ansible tree changes about to be (or just) written
     (the roles' variables); ``deep``: re-hash every placed artefact; ``specs``: the applied-spec
     store; ``artefacts``: the local artefact store; ``verbose``: print the traceback of a unit
-    that failed on a bug; ``adopt``: what ``--adopt`` names (see :func:`adopted_units`)."""
+    that failed on a bug; ``adopt``: what ``--adopt`` names (see :func:`adopted_units`).
+
+    Before any write, the GPU preflight (:func:`gpu_preflight`): a locked GPU the host contradicts
+    refuses its instance and every unit after it (blocked in the plan, never applied, one message
+    each, exit 1); the other units still apply."""
     out = console or Console(highlight=False)
+    errors = Console(stderr=True, highlight=False, soft_wrap=True) if as_json else out
     specs = specs or SpecStore()
     owner = infra.project_name
     graph = project_units(project, infra, lock, tree)
     adopt = adopted_units(graph, adopt)
     backend = IncusBackend(endpoint, owner=owner)
+    refusals = gpu_preflight(lock, graph, backend)
+    refused = refused_units(graph, refusals)
 
     def planned(plan: Plan) -> Plan:
-        return mark_damaged(plan, artefact_damage(plan, graph, backend, lock, deep=deep))
+        return mark_refused(mark_damaged(plan, artefact_damage(plan, graph, backend, lock, deep=deep)), refused)
+
+    def refused_json() -> dict:
+        return {"refused": [r.render() for r in refusals]} if refusals else {}
 
     if plan_only:
         plan, _ = observe_and_plan(graph, backend, specs, prune=prune, replace=replace, owner=owner,
                                    adopt=adopt)
         plan = planned(plan)
         if as_json:
-            out.print_json(json.dumps(plan_json(plan)))
+            out.print_json(json.dumps({**plan_json(plan), **refused_json()}))
         else:
             print_plan(plan, out)
-        return plan.exit_code
+        print_refusals(errors, refusals, graph)
+        return 1 if refusals else plan.exit_code
     provisioner = None
     with exclusive_build(project.root):
         plan, live = observe_and_plan(graph, backend, specs, prune=prune, replace=replace, owner=owner,
                                    adopt=adopt)
         plan = planned(plan)
-        if plan.pending:
+        runnable = without_refused(plan, refused)
+        if runnable.pending:
             # changes to make: take the daemon-wide lease, then re-read what is about to change
             # (O(changes) requests) and plan again under it
             lease = backend.acquire_lease(lease_holder())
             try:
-                live = with_inside(graph, backend.refresh(live, refresh_targets(plan, graph, live)))
+                live = with_inside(graph, backend.refresh(live, refresh_targets(runnable, graph, live)))
                 damaged = {c.uid: [r.render() for r in c.reasons] for c in plan.changes
                            if any(r.field == "artefact" for r in c.reasons)}
-                plan = mark_damaged(plan_changes(graph, live, specs=specs.get, prune=prune, replace=replace,
-                                                 owner=owner, adopt=adopt), damaged)
+                plan = mark_refused(mark_damaged(plan_changes(graph, live, specs=specs.get, prune=prune,
+                                                              replace=replace, owner=owner, adopt=adopt), damaged),
+                                    refused)
+                runnable = without_refused(plan, refused)
                 if any(u.kind in INSIDE_KINDS for u in graph):
                     def event(text: str) -> None:  # a role's tasks, an artefact's progress: one line each
                         out.print(f"  {text}", markup=False, highlight=False, soft_wrap=True)
@@ -162,29 +197,35 @@ def do_apply(project: Project, infra: Infra, lock: Lock, *, plan_only: bool, as_
                                               artefacts=artefacts, endpoint=endpoint,
                                               on_event=None if as_json else event)
                 results = {}
-                if plan.pending:
+                if runnable.pending:
                     if not as_json:
                         print_plan(plan, out)
-                    progress = None if as_json else make_progress(len(plan.pending), out)
-                    results = apply_plan(plan, graph, live, backend, specs, jobs=jobs, replace=replace,
+                    progress = None if as_json else make_progress(len(runnable.pending), out)
+                    results = apply_plan(runnable, graph, live, backend, specs, jobs=jobs, replace=replace,
                                          progress=progress, provisioner=provisioner)
             finally:
                 backend.release_lease(lease)
-        if not plan.pending:
+        if not runnable.pending:
             for c in plan.changes:
                 if c.action == "delete":
                     out.print(f"kept {c.uid}: {c.blocked}", markup=False)
             if as_json:
-                out.print_json(json.dumps({**plan_json(plan), "results": {}}))
+                out.print_json(json.dumps({**plan_json(plan), "results": {}, **refused_json()}))
+            elif refusals:
+                if plan.pending:
+                    print_plan(plan, out)
+                out.print(f"nothing else to do ({len(graph) - len(refused)} units unchanged, "
+                          f"{len(refused)} refused)")
             else:
                 out.print(f"nothing to do ({len(graph)} units unchanged)")
-            return 0
+            print_refusals(errors, refusals, graph)
+            return 1 if refusals else 0
     failed = [o for o in results.values() if o.status != "ok"]
     if as_json:
         done = {uid: {"status": o.status, "error": o.error, "seconds": round(o.seconds, 3)}
                 for uid, o in results.items()}
         sent = dict(provisioner.transferred) if provisioner is not None else {}
-        out.print_json(json.dumps({**plan_json(plan), "results": done, "transferred": sent}))
+        out.print_json(json.dumps({**plan_json(plan), "results": done, "transferred": sent, **refused_json()}))
     else:
         ok = sum(1 for o in results.values() if o.status == "ok")
         out.print(f"applied {ok} of {len(results)} change(s)"
@@ -193,4 +234,5 @@ def do_apply(project: Project, infra: Infra, lock: Lock, *, plan_only: bool, as_
             out.print(f"[red]{o.status}[/] {escape(o.id)}: {escape(o.error or '')}", highlight=False)
             if verbose and o.trace:
                 out.print(o.trace.rstrip(), markup=False, highlight=False)
-    return 1 if failed else 0
+    print_refusals(errors, refusals, graph)
+    return 1 if failed or refusals else 0

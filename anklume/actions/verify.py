@@ -23,6 +23,7 @@ from anklume.engine import artefact_findings, observe
 from anklume.lock.schema import Lock
 from anklume.model.schema import Infra
 from anklume.project import Project
+from anklume.provision.gpucheck import gpu_container_findings
 from anklume.provision.inputs import project_units
 from anklume.provision.readback import leftover_findings
 from anklume.resolve.gpus import parse_resources
@@ -86,7 +87,8 @@ def verify_live(project: Project, infra: Infra, lock: Lock, *, as_json: bool = F
     live = observe(graph, backend, exact_networks=True)
     cards = parse_resources(backend.resources()) if lock.gpus else []
     findings = live_findings(graph, live, lock, cards, owner=infra.project_name) + artefact_findings(
-        graph, live, backend, lock, deep=deep) + leftover_findings(backend, infra, graph, live)
+        graph, live, backend, lock, deep=deep) + leftover_findings(backend, infra, graph, live) + \
+        gpu_container_findings(backend, graph, live, lock)
     if as_json:
         out.print_json(json.dumps(findings_json(findings)))
     elif findings:

@@ -57,6 +57,7 @@ class Requirements:
     open_webui: OpenWebUIOriginal | None = None
     models: list[str] = field(default_factory=list)
     gpu_machines: list[str] = field(default_factory=list)
+    gpu_vms: set[str] = field(default_factory=set)  # GPU machines that get the card only (no driver pinned)
     machine_models: dict[str, list[str]] = field(default_factory=dict)
     #: ("image", key) / ("model", ref) / ("ollama", "") / ("open_webui", "") -> the infra.yml key path that
     #: first asks for it, so a pin that cannot be resolved is reported where it is written.
@@ -89,6 +90,8 @@ def requirements(infra: Infra) -> Requirements:
             req.machine_models[mname] = list(machine.models)
         if is_gpu_machine(domain, machine):
             req.gpu_machines.append(mname)
+            if machine.type == "vm":
+                req.gpu_vms.add(mname)
     return req
 
 
@@ -163,7 +166,8 @@ def lock_infra(infra: Infra, old: Lock | None, resolver: Resolver, update: Updat
         if reusable and _still_valid(old, req.gpu_machines, policy):
             gpus = {m: old.gpus[m] for m in sorted(req.gpu_machines)}
         else:
-            gpus = assign_gpus(req.gpu_machines, policy, resolver.gpu_inventory(), old.gpus, keep)
+            gpus = assign_gpus(req.gpu_machines, policy, resolver.gpu_inventory(), old.gpus, keep,
+                               card_only=req.gpu_vms)
     for w in sharing_warnings(gpus) + check_vram(gpus, req.machine_models, models):
         warn(w)
     lock = Lock(version=LOCK_VERSION, infra_hash=infra_hash(infra), images=images, ollama=ollama,
@@ -209,6 +213,7 @@ def describe_changes(old: Lock | None, new: Lock) -> list[str]:
             {OPEN_WEBUI_PIN: new.open_webui} if new.open_webui else {},
             lambda p: f"v{p.locked.version} {p.locked.sha256[:12]}")
     compare("model", old.models, new.models, lambda p: p.locked.digest[:19])
-    compare("gpu", old.gpus, new.gpus, lambda p: f"{p.locked.pci} {p.locked.model or ''}".strip())
+    compare("gpu", old.gpus, new.gpus, lambda p: f"{p.locked.pci} {p.locked.model or ''}".strip()
+            + (f" (driver {p.driver.version}, {p.driver.mode})" if p.driver else ""))
     return lines
 

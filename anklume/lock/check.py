@@ -6,7 +6,11 @@
   bytes, and the name, config, layers, size and VRAM are what parsing those bytes gives,
   exactly as when the model was resolved (a lock edited to say otherwise would place
   files the registry never served);
-- a release or wheel URL ends in the file name the pin records.
+- a release or wheel URL ends in the file name the pin records;
+- a GPU pin's driver files are the driver's (:mod:`anklume.resolve.driver`): each is mounted in
+  the container's library directory or ``/usr/bin`` under a driver library's or program's name,
+  from a host file of the same library (or program), each target once; ``files`` mode has files,
+  ``runtime`` mode none (a lock edited to mount ``/etc/shadow`` into a container is refused).
 
 Pure: no I/O.  ``lock_problems`` yields ``"<key path>: <problem>"``, first problem first.
 """
@@ -18,8 +22,9 @@ from collections.abc import Iterator
 import msgspec
 
 from anklume.errors import AnklumeError
-from anklume.lock.schema import Lock, ModelPin
+from anklume.lock.schema import GpuDriver, Lock, ModelPin
 from anklume.model.names import check_model_ref, parse_image_ref, parse_model_ref
+from anklume.resolve.driver import allowed_dirs, driver_name_of
 from anklume.resolve.ollama import parse_manifest
 from anklume.resolve.pypi import is_pure_wheel
 
@@ -51,6 +56,27 @@ def lock_problems(lock: Lock) -> Iterator[str]:
     for key, pin in lock.gpus.items():
         if key != pin.original.machine:
             yield f"gpus.{key}.original.machine: the pin of {key!r} says it is the GPU of {pin.original.machine!r}"
+        if pin.driver is not None:
+            yield from _driver_problems(f"gpus.{key}.driver", pin.driver)
+
+
+def _driver_problems(where: str, driver: GpuDriver) -> Iterator[str]:
+    if driver.mode == "files" and not driver.files:
+        yield f"{where}.files: mode 'files' mounts no file"
+    if driver.mode == "runtime" and driver.files:
+        yield f"{where}.files: mode 'runtime' mounts no file of its own (nvidia-container-cli does)"
+    seen: set[str] = set()
+    dirs = allowed_dirs()
+    for i, f in enumerate(driver.files):
+        name = driver_name_of(f.target)
+        if f.target.rsplit("/", 1)[0] not in dirs or name is None:
+            yield (f"{where}.files[{i}].target: {f.target!r} is not a driver library or program in "
+                   f"{', '.join(sorted(dirs))}")
+        elif driver_name_of(f.source) != name:
+            yield f"{where}.files[{i}].source: {f.source!r} is not a file of {name}"
+        elif f.target in seen:
+            yield f"{where}.files[{i}].target: {f.target!r} is mounted twice"
+        seen.add(f.target)
 
 
 def _model_problems(key: str, pin: ModelPin) -> Iterator[str]:

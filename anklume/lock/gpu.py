@@ -5,15 +5,22 @@ address.  Existing pins are kept while the slot is still in the inventory and
 (under ``exclusive``) not claimed twice; the others are filled in order:
 ``exclusive`` gives each machine a free GPU, ``shared`` gives it the GPU with
 the fewest machines so far.
+
+A new pin records, beside the card, how the host's driver reaches the machine
+(:class:`~anklume.lock.schema.GpuDriver`, from the card's inventory entry) unless the machine
+is a VM (``card_only``): a VM's guest needs its own driver.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Protocol
 
 from anklume.errors import ResolveError
-from anklume.lock.schema import GpuLocked, GpuOriginal, GpuPin, ModelPin
+from anklume.lock.schema import GpuDriver, GpuDriverFile, GpuLocked, GpuOriginal, GpuPin, ModelPin
+
+#: The PCI vendor id of NVIDIA: the only driver whose user space anklume brings into containers.
+NVIDIA = "10de"
 
 
 class Card(Protocol):
@@ -30,9 +37,25 @@ def pin_card(card: Card) -> GpuLocked:
                      model=card.model, uuid=card.uuid, vram_mib=card.vram_mib)
 
 
+def driver_of(card: Card) -> GpuDriver | None:
+    """How the host's driver reaches a container given ``card``, as its inventory entry says
+    (``driver_version``, ``cuda_version``, ``driver_mode``, ``driver_files``); None for a card
+    that is not NVIDIA's, or whose driver version or mode is unknown (an inventory from Incus's
+    resources alone: the container gets the card only)."""
+    version = getattr(card, "driver_version", None)
+    mode = getattr(card, "driver_mode", None)
+    if card.vendor_id != NVIDIA or not version or mode not in ("runtime", "files"):
+        return None
+    files = [GpuDriverFile(target=f.target, source=f.source, sha256=f.sha256, size=f.size)
+             for f in getattr(card, "driver_files", None) or []] if mode == "files" else []
+    if mode == "files" and not files:
+        return None
+    return GpuDriver(mode=mode, version=version, cuda=getattr(card, "cuda_version", None), files=files)
+
+
 def assign_gpus(machines: Sequence[str], policy: str, cards: Sequence[Card],
-                old: Mapping[str, GpuPin], keep: set[str]) -> dict[str, GpuPin]:
-    """Return the GPU pins of ``machines``.
+                old: Mapping[str, GpuPin], keep: set[str], card_only: Collection[str] = ()) -> dict[str, GpuPin]:
+    """Return the GPU pins of ``machines``; ``card_only``: those (VMs) whose new pin records no driver.
 
     ``keep``: machines whose old pin may be kept (not named by ``--update``).  A kept
     pin is returned unchanged, even if the card now in its slot differs (the pin says
@@ -71,7 +94,8 @@ def assign_gpus(machines: Sequence[str], policy: str, cards: Sequence[Card],
             chosen[m] = pci
             users[pci].append(m)
     return {m: kept.get(m) or GpuPin(original=GpuOriginal(machine=m, policy=policy),
-                                     locked=pin_card(by_pci[chosen[m]]))
+                                     locked=pin_card(by_pci[chosen[m]]),
+                                     driver=None if m in card_only else driver_of(by_pci[chosen[m]]))
             for m in machines}
 
 

@@ -35,6 +35,10 @@ MAX_WHEEL_BYTES = 2**34
 MAX_RELEASE_BYTES = 2**40
 #: One GPU's memory: 16 TiB, in MiB (an H200 has 143,771 MiB).
 MAX_VRAM_MIB = 2**24
+#: One file of the GPU driver's user space: 4 GiB (580's libcuda.so is about 100 MB).
+MAX_DRIVER_FILE_BYTES = 2**32
+#: Files of the GPU driver mounted into a container (the compute and utility set is about 20).
+MAX_DRIVER_FILES = 128
 
 
 # -- the forms of locked values.  Every pattern is anchored with \A and \Z (msgspec searches
@@ -71,6 +75,8 @@ MediaType = _form(r"\A[A-Za-z0-9][A-Za-z0-9!#$&^_.+/-]{0,254}\Z", "a media type 
 MachineName = _form(r"\A[a-z]([a-z0-9-]{0,61}[a-z0-9])?\Z", "a machine name")
 PciAddress = _form(r"\A[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]\Z", "a PCI address like 0000:00:06.0")
 PciId = _form(r"\A[0-9a-f]{4}\Z", "4 lower-case hex digits (a PCI id)")
+#: An absolute path whose every part starts with a letter, a digit or '_' (so never '..').
+AbsPath = _form(r"\A(/[A-Za-z0-9_][A-Za-z0-9_.:+~@=,-]*)+\Z", "an absolute path without '..'", 1024)
 GpuUuid = _form(r"\A[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}\Z", "a GPU UUID like GPU-9e1c631b-...")
 #: Free text (a GPU model, an OS name, a serial): one line of printable characters.
 Text = _form(r"\A[^\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]{0,256}\Z",
@@ -117,6 +123,7 @@ ImageFileSize = Annotated[int, msgspec.Meta(gt=0, le=MAX_IMAGE_FILE_BYTES)]
 WheelSize = Annotated[int, msgspec.Meta(ge=0, le=MAX_WHEEL_BYTES)]
 ReleaseSize = Annotated[int, msgspec.Meta(gt=0, le=MAX_RELEASE_BYTES)]
 VramMib = Annotated[int, msgspec.Meta(ge=0, le=MAX_VRAM_MIB)]
+DriverFileSize = Annotated[int, msgspec.Meta(ge=0, le=MAX_DRIVER_FILE_BYTES)]
 
 
 class Base(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -245,9 +252,34 @@ class GpuLocked(Base):
     vram_mib: VramMib | None = None
 
 
-class GpuPin(Base):
+class GpuDriverFile(Base):
+    """One file of the host's driver, mounted read-only into the container."""
+
+    target: AbsPath  # in the container: "/usr/lib/x86_64-linux-gnu/libcuda.so.1"
+    source: AbsPath  # on the host, links resolved: "/usr/lib/x86_64-linux-gnu/libcuda.so.580.159.04"
+    sha256: Hex64
+    size: DriverFileSize
+
+
+class GpuDriver(Base, omit_defaults=True):
+    """How the host's NVIDIA driver reaches a GPU container, and which driver it is.
+
+    ``runtime``: Incus's ``nvidia.runtime=true`` (the host's libnvidia-container mounts the
+    driver); ``files``: the ``files`` below, as read-only ``disk`` devices.  A VM gets the card
+    only (its guest needs its own driver): its pin has no ``driver``."""
+
+    mode: Literal["runtime", "files"]
+    version: Version  # nvidia-smi's driver_version: "580.159.04"
+    cuda: Version | None = None  # the CUDA version the driver supports: "13.0"
+    files: Annotated[list[GpuDriverFile], msgspec.Meta(max_length=MAX_DRIVER_FILES)] = []
+
+
+class GpuPin(Base, omit_defaults=True):
     original: GpuOriginal
     locked: GpuLocked
+    # None in locks written before the driver was pinned (and for VMs): the container gets the
+    # card only, as then; left out when written, so such a pin is kept byte for byte
+    driver: GpuDriver | None = None
 
 
 # -- the lock -------------------------------------------------------------------

@@ -16,12 +16,14 @@ from __future__ import annotations
 import csv
 import re
 from collections.abc import Iterable, Mapping
+from typing import Annotated, Literal
 
 import msgspec
 
 from anklume import jsonsafe
 from anklume.errors import SourceError
-from anklume.lock.schema import MAX_VRAM_MIB, GpuUuid, PciAddress, PciId, Text, VramMib
+from anklume.lock.schema import (MAX_DRIVER_FILES, MAX_VRAM_MIB, GpuDriverFile, GpuUuid, PciAddress, PciId, Text,
+                                 Version, VramMib)
 
 EMULATED_DRIVERS = frozenset(
     {"virtio_gpu", "virtio-gpu", "virtio-pci", "qxl", "bochs", "bochs-drm", "cirrus", "vmwgfx", "simpledrm"}
@@ -29,8 +31,10 @@ EMULATED_DRIVERS = frozenset(
 #: PCI vendors of emulated adapters: Red Hat virtio, Red Hat QEMU, QEMU (Bochs), VMware.
 EMULATED_VENDORS = frozenset({"1af4", "1b36", "1234", "15ad"})
 
-#: The nvidia-smi columns anklume asks for, in this order (the order of headerless CSV).
-SMI_FIELDS = ("index", "uuid", "name", "pci.bus_id", "memory.total")
+#: The nvidia-smi columns anklume asks for, in this order (the order of headerless CSV; a
+#: headerless CSV of the first five, recorded before driver_version was asked, is read too).
+SMI_FIELDS = ("index", "uuid", "name", "pci.bus_id", "memory.total", "driver_version")
+_SMI_MIN_FIELDS = 5
 
 _PCI = re.compile(r"(?:([0-9a-fA-F]{1,8}):)?([0-9a-fA-F]{2}):([0-9a-fA-F]{2})\.([0-7])")
 _NOT_AVAILABLE = {"", "n/a", "[n/a]", "[not supported]", "[unknown error]"}
@@ -51,15 +55,23 @@ class GpuCard(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     model: Text | None = None  # "NVIDIA H200"
     uuid: GpuUuid | None = None  # "GPU-7439f9f0-..."
     vram_mib: VramMib | None = None  # at most MAX_VRAM_MIB (16 TiB)
+    # the driver (anklume.resolve.driver): its version (Incus's, then nvidia-smi's), the CUDA
+    # version it supports, and how it would reach a container: "runtime" (nvidia.runtime),
+    # "files" (driver_files mounted read-only) or None (the card only)
+    driver_version: Version | None = None  # "580.159.04"
+    cuda_version: Version | None = None  # "13.0"
+    driver_mode: Literal["runtime", "files"] | None = None
+    driver_files: Annotated[list[GpuDriverFile], msgspec.Meta(max_length=MAX_DRIVER_FILES)] = []
 
 
 class SmiGpu(msgspec.Struct, frozen=True, kw_only=True):
-    """One row of ``nvidia-smi --query-gpu=index,uuid,name,pci.bus_id,memory.total``."""
+    """One row of ``nvidia-smi --query-gpu=index,uuid,name,pci.bus_id,memory.total,driver_version``."""
 
     pci: str
     uuid: str | None = None
     name: str | None = None
     vram_mib: int | None = None
+    driver_version: str | None = None
 
 
 def normalize_pci(address: str) -> str:
@@ -86,6 +98,7 @@ class _ResourceCard(msgspec.Struct):
     vendor: str | None = None
     product: str | None = None
     driver: str | None = None
+    driver_version: str | None = None
     nvidia: _NvidiaInfo | None = None
 
 
@@ -123,6 +136,7 @@ def _card(entry: _ResourceCard, source: str) -> GpuCard:
         "driver": entry.driver,
         "model": nvidia.model,
         "uuid": nvidia.uuid,
+        "driver_version": entry.driver_version or None,
     }
     try:
         fields["pci"] = normalize_pci(entry.pci_address)
@@ -138,13 +152,15 @@ def parse_nvidia_smi_csv(text: str, *, source: str = "nvidia-smi") -> list[SmiGp
     """Rows of ``nvidia-smi --query-gpu=... --format=csv[,noheader][,nounits]``.
 
     With a header, columns are found by name (``memory.total [MiB]`` included) and may come
-    in any order, with extra columns; without one, the first five are :data:`SMI_FIELDS`.
+    in any order, with extra columns; without one, the columns are :data:`SMI_FIELDS` (the
+    first five at least).
     """
     rows = [row for row in csv.reader(text.splitlines(), skipinitialspace=True) if row]
     if not rows:
         return []
     if rows[0][0].strip().isdigit():
-        columns = {name: i for i, name in enumerate(SMI_FIELDS)}
+        width = max(_SMI_MIN_FIELDS, min(len(rows[0]), len(SMI_FIELDS)))
+        columns = {name: i for i, name in enumerate(SMI_FIELDS[:width])}
     else:
         header, rows = rows[0], rows[1:]
         columns = {cell.split("[", 1)[0].strip(): i for i, cell in enumerate(header)}
@@ -171,7 +187,8 @@ def _smi_row(row: list[str], columns: dict[str, int], source: str) -> SmiGpu:
     if vram is not None and (not _MIB.fullmatch(vram) or int(vram) > MAX_VRAM_MIB):
         raise SourceError(f"{source}: memory.total {memory!r} is not a number of MiB "
                           f"(at most {MAX_VRAM_MIB}, 16 TiB)")
-    return SmiGpu(pci=pci, uuid=cell("uuid"), name=cell("name"), vram_mib=int(vram) if vram else None)
+    return SmiGpu(pci=pci, uuid=cell("uuid"), name=cell("name"), vram_mib=int(vram) if vram else None,
+                  driver_version=cell("driver_version"))
 
 
 def join_inventory(cards: Iterable[GpuCard], smi: Iterable[SmiGpu]) -> list[GpuCard]:
@@ -185,7 +202,8 @@ def join_inventory(cards: Iterable[GpuCard], smi: Iterable[SmiGpu]) -> list[GpuC
         row = by_pci.get(card.pci)
         if row is not None:
             fields = msgspec.structs.asdict(card) | {
-                "uuid": row.uuid or card.uuid, "model": row.name or card.model, "vram_mib": row.vram_mib}
+                "uuid": row.uuid or card.uuid, "model": row.name or card.model, "vram_mib": row.vram_mib,
+                "driver_version": row.driver_version or card.driver_version}
             try:  # what nvidia-smi says is checked like what Incus says
                 card = msgspec.convert(fields, GpuCard)
             except msgspec.ValidationError as err:
@@ -220,3 +238,21 @@ def parse_inventory_file(data: bytes, *, source: str = "GPU inventory") -> list[
             "expected a list of GPU cards or the output of `incus query /1.0/resources`",
         ) from None
     return sorted(cards, key=lambda card: card.pci)
+
+
+def with_driver(cards: Iterable[GpuCard], *, cuda_version: str | None, mode: str | None,
+                files: Iterable[GpuDriverFile] = ()) -> list[GpuCard]:
+    """The NVIDIA cards with what the host's driver gives a container (the same for every card:
+    one driver serves them all); the others unchanged."""
+    files = list(files) if mode == "files" else []
+    out = []
+    for card in cards:
+        if card.vendor_id == "10de":
+            try:
+                card = msgspec.convert(msgspec.structs.asdict(card) | {
+                    "cuda_version": cuda_version, "driver_mode": mode,
+                    "driver_files": [msgspec.structs.asdict(f) for f in files]}, GpuCard)
+            except msgspec.ValidationError as err:
+                raise SourceError(f"the host's NVIDIA driver: GPU at {card.pci}: {err}") from None
+        out.append(card)
+    return out

@@ -34,6 +34,7 @@ class LiveResolver:
         self.fetcher = Fetcher(cache_dir or default_cache_dir(env), offline=offline, deadline=fetch_deadline(env))
         self.gpu_inventory_file = gpu_inventory
         self.nvidia_smi_file = nvidia_smi
+        self.architecture = infra.global_.architecture  # of the containers the driver's files are for
         self._incus = None
 
     def _reader(self):
@@ -73,7 +74,8 @@ class LiveResolver:
         else:
             from anklume.resolve.inventory import fetch_inventory
 
-            cards = fetch_inventory(self.sources.incus, run_nvidia_smi=self.nvidia_smi_file is None)
+            cards = fetch_inventory(self.sources.incus, run_nvidia_smi=self.nvidia_smi_file is None,
+                                    architecture=self.architecture)
         if self.nvidia_smi_file is not None:
             smi = _read(self.nvidia_smi_file).decode("utf-8", "replace")
             cards = join_inventory(cards, parse_nvidia_smi_csv(smi, source=str(self.nvidia_smi_file)))

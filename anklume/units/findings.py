@@ -9,7 +9,9 @@ Each :class:`Finding` names an object, a field, what the lock expects and what I
   fingerprint.  Only the keys Incus writes itself are left out (:func:`filled_by_incus`);
 - a managed object that the lock no longer describes (an orphan);
 - each pinned GPU slot still holds a GPU of the pinned vendor/product (and UUID when both are
-  known), from ``/1.0/resources``.
+  known) and, for a pin that records the driver, the card's driver is of the pinned version,
+  from ``/1.0/resources`` (what nvidia-smi says inside the container is
+  :mod:`anklume.provision.gpucheck`'s).
 
 It mirrors :func:`anklume.units.plan.plan_changes`, which decides what ``build`` does.
 """
@@ -166,6 +168,9 @@ def gpu_findings(lock: Lock, cards: Sequence[Any]) -> list[Finding]:
                 out.append(Finding(uid, field, getattr(want, field), getattr(card, field)))
         if want.uuid and card.uuid and want.uuid != card.uuid:
             out.append(Finding(uid, "uuid", want.uuid, card.uuid))
+        have = getattr(card, "driver_version", None)
+        if pin.driver is not None and have and have != pin.driver.version:
+            out.append(Finding(uid, "driver_version", pin.driver.version, have))
     return out
 
 

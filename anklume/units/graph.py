@@ -17,7 +17,8 @@ per machine ``m``:
 - ``instance:m``: a container or VM created from the PINNED fingerprint of its image (never
   the alias), its profiles, config (values as Incus strings: ``true``/``false``), devices, an
   ``eth0`` override carrying ``ipv4.address`` when it has an ip, a disk per volume, a
-  ``gputype: physical`` device ``gpu`` on the locked PCI slot for GPU machines,
+  ``gputype: physical`` device ``gpu`` on the locked PCI slot for GPU machines (a container
+  also gets the host's driver the way its pin says: :mod:`anklume.units.gpu`),
   ``security.protection.delete=true`` when protected (not ephemeral: the machine's value,
   else the domain's, else false), and started.
 
@@ -50,6 +51,7 @@ from anklume.errors import AnklumeError, StaleLock
 from anklume.lock.schema import Lock
 from anklume.model.needs import INSTANCE_TYPES, image_key, is_gpu_machine, iter_machines
 from anklume.model.schema import Infra
+from anklume.units.gpu import driver_config, driver_devices
 from anklume.units.key import unit_key
 from anklume.units.unit import Unit, uid_of
 
@@ -226,13 +228,18 @@ def incus_units(infra: Infra, lock: Lock) -> list[Unit]:
                 units.append(vunit)
             after.append(vunit.uid)
             devices[str(vname)] = {"type": "disk", "pool": pool, "source": str(vname), "path": str(vol["path"])}
+        driver = None
         if is_gpu_machine(domain, machine):
             gpu = lock.gpus.get(mname)
             if gpu is None:
                 raise StaleLock(f"machine {mname} needs a GPU but the lock pins none",
                                 "run `anklume lock` on the host that runs it")
             devices["gpu"] = {"type": "gpu", "gputype": "physical", "pci": gpu.locked.pci}
+            driver = gpu.driver if machine.type == "lxc" else None  # a VM's guest has its own driver
+        devices.update(driver_devices(driver))
         config = incus_map(machine.config)
+        for k, v in driver_config(driver).items():
+            config.setdefault(k, v)
         ephemeral = machine.ephemeral if machine.ephemeral is not None else domain.ephemeral
         protected = not ephemeral
         if protected:

@@ -6,6 +6,7 @@ import json
 import os
 import stat
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -25,11 +26,11 @@ from anklume.resolve.gpus import (
 )
 from anklume.resolve.inventory import fetch_inventory
 
-from tests.support.recorded import H200_RESOURCES, H200_SMI_CSV, LXD_9201
+from tests.support.recorded import H200_RESOURCES, H200_SMI_CSV, H200_SMI_XML, LXD_9201
 
 H200_UUID = "GPU-9e1c631b-fafe-f96d-935d-1ff4b8a5bf54"
 H200 = GpuCard(pci="0000:00:06.0", vendor_id="10de", product_id="2335", driver="nvidia", model="NVIDIA H200",
-               uuid=H200_UUID, vram_mib=143771)
+               uuid=H200_UUID, vram_mib=143771, driver_version="580.159.04")
 
 
 def h200_resources() -> dict:
@@ -41,9 +42,10 @@ def test_h200_resources_joined_with_nvidia_smi():
     assert cards == [H200]
 
 
-def test_resources_alone_have_no_uuid_or_vram():
+def test_resources_alone_have_no_uuid_or_vram_but_the_driver_version():
     assert parse_resources(h200_resources()) == [
-        GpuCard(pci="0000:00:06.0", vendor_id="10de", product_id="2335", driver="nvidia", model="NVIDIA H200")
+        GpuCard(pci="0000:00:06.0", vendor_id="10de", product_id="2335", driver="nvidia", model="NVIDIA H200",
+                driver_version="580.159.04")
     ]
 
 
@@ -59,7 +61,7 @@ def test_lxd_9201_drops_the_virtio_gpu_and_keeps_the_gt730():
     cards = parse_resources(json.loads(LXD_9201.read_bytes()))
     assert cards == [GpuCard(pci="0000:07:00.0", vendor_id="10de", product_id="1287", vendor="NVIDIA Corporation",
                              product="GK208B [GeForce GT 730]", driver="nvidia", model="GeForce GT 730",
-                             uuid="GPU-6ddadebd-dafe-2db9-f10f-125719770fd3")]
+                             uuid="GPU-6ddadebd-dafe-2db9-f10f-125719770fd3", driver_version="460.91.03")]
 
 
 @pytest.mark.parametrize(
@@ -88,7 +90,7 @@ def test_no_cards_and_malformed_resources():
 
 def test_nvidia_smi_csv_with_header_units_and_extra_columns():
     assert parse_nvidia_smi_csv(H200_SMI_CSV.read_text()) == [
-        SmiGpu(pci="0000:00:06.0", uuid=H200_UUID, name="NVIDIA H200", vram_mib=143771)
+        SmiGpu(pci="0000:00:06.0", uuid=H200_UUID, name="NVIDIA H200", vram_mib=143771, driver_version="580.159.04")
     ]
 
 
@@ -96,8 +98,10 @@ def test_nvidia_smi_csv_without_header_and_units():
     text = "0, GPU-7439f9f0-ee9f-5ce6-deeb-28da35ecad39, NVIDIA H200, 00000000:00:06.0, 143771, 580.159.04, 9.0\n"
     assert parse_nvidia_smi_csv(text) == [
         SmiGpu(pci="0000:00:06.0", uuid="GPU-7439f9f0-ee9f-5ce6-deeb-28da35ecad39", name="NVIDIA H200",
-               vram_mib=143771)
+               vram_mib=143771, driver_version="580.159.04")
     ]
+    # recorded before driver_version was asked: five columns
+    assert parse_nvidia_smi_csv("0, GPU-1, T4, 00000000:00:06.0, 15360\n")[0].driver_version is None
 
 
 def test_nvidia_smi_csv_columns_by_name_and_not_available_values():
@@ -153,7 +157,7 @@ def two_cards() -> list[GpuCard]:
 def test_encode_inventory_is_sorted_and_deterministic():
     data = encode_inventory(two_cards())
     assert data == encode_inventory(reversed(two_cards()))
-    assert data.endswith(b"}\n]\n") and b'\n  {\n    "driver": null,' in data
+    assert data.endswith(b"}\n]\n") and b'\n  {\n    "cuda_version": null,\n    "driver": null,' in data
     assert [card["pci"] for card in json.loads(data)] == ["0000:00:05.0", "0000:00:06.0"]
 
 
@@ -178,21 +182,28 @@ def test_inventory_file_errors(data, wanted):
 
 @pytest.fixture
 def fake_nvidia_smi(tmp_path, monkeypatch):
-    """A test double named nvidia-smi on PATH printing the recorded CSV (and its argv to a file)."""
+    """Test doubles on PATH: nvidia-smi printing the recorded CSV (or, for `-q -x`, the recorded
+    XML) and each argv to a file; an ldconfig whose cache lists no library (this host's own
+    libraries stay out of the test: the driver's files are tests/resolve/test_driver.py's)."""
     bindir = tmp_path / "bin"
     bindir.mkdir()
     script = bindir / "nvidia-smi"
-    script.write_text(f'#!/bin/sh\necho "$@" > "{tmp_path}/argv"\ncat "{H200_SMI_CSV}"\n')
+    script.write_text(f'#!/bin/sh\necho "$@" >> "{tmp_path}/argv"\n'
+                      f'if [ "$1" = -q ]; then cat "{H200_SMI_XML}"; else cat "{H200_SMI_CSV}"; fi\n')
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    ldconfig = bindir / "ldconfig"
+    ldconfig.write_text("#!/bin/sh\necho \"0 libs found in cache \\`/etc/ld.so.cache'\"\n")
+    ldconfig.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}")
     return tmp_path / "argv"
 
 
 def test_fetch_inventory_joins_incus_and_nvidia_smi(fake_incus, fake_nvidia_smi):
     incus = fake_incus({"/1.0/resources": h200_resources()})
-    assert fetch_inventory(incus.socket) == [H200]
-    argv = fake_nvidia_smi.read_text().split()
-    assert argv == ["--query-gpu=index,uuid,name,pci.bus_id,memory.total", "--format=csv"]
+    # no nvidia-container-cli, no driver library in the linker cache: the container gets the card only
+    assert fetch_inventory(incus.socket) == [msgspec.structs.replace(H200, cuda_version="13.0")]
+    calls = fake_nvidia_smi.read_text().splitlines()
+    assert calls == ["--query-gpu=index,uuid,name,pci.bus_id,memory.total,driver_version --format=csv", "-q -x"]
 
 
 def test_fetch_inventory_without_nvidia_smi(fake_incus, fake_nvidia_smi):

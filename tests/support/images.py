@@ -364,3 +364,45 @@ def debian_python_image_files() -> ImageFiles:
         write_meta(work / "meta.tar.gz", "debian", "12", "anklume test Debian 12 with python3")
 
     return _cached(key, build)
+
+
+# --- the smallest Debian with python3, for scripts/gpu-check.sh -------------------------------------
+
+#: python3 (ctypes is in its standard library) and busybox (init, sh); nothing else.
+GPU_CHECK_PACKAGES = ("python3", "busybox")
+GPU_CHECK_EXCLUDES = DEBIAN_EXCLUDES
+
+
+def debian_gpu_check_image(dest: Path | None = None) -> ImageFiles:
+    """Debian 12 with python3 and busybox, xz-compressed (about 21 MB), into ``dest`` (default:
+    the tests' image cache) as ``meta.tar.gz`` and ``rootfs.tar.xz``: what scripts/gpu-check.sh
+    carries to a GPU machine, where it runs a CUDA program through ctypes.  Built by mmdebstrap
+    (network, about 2 minutes), once."""
+    if dest is None:
+        recipe = _recipe_hash(DEBIAN_SUITE, DEBIAN_MIRROR, GPU_CHECK_PACKAGES, GPU_CHECK_EXCLUDES, "essential", "xz")
+        dest = cache_dir() / f"debian-gpu-check-{DEBIAN_SUITE}-{incus_arch()}-{recipe}"
+    files = ImageFiles(dest / "meta.tar.gz", dest / "rootfs.tar.xz")
+    if files.meta.exists() and files.rootfs.exists():
+        return files
+    mmdebstrap = find_binary("mmdebstrap")
+    xz = find_binary("xz")
+    hook_dir = "/usr/share/mmdebstrap/hooks/merged-usr"
+    if not os.path.isdir(hook_dir):
+        raise SetupError(f"{hook_dir} missing; {SETUP_HINT}")
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest, prefix=".build.") as tmp:
+        work = Path(tmp)
+        overlay = work / "overlay.tar"
+        _debian_overlay(overlay)
+        out = work / "rootfs.tar"
+        argv = [mmdebstrap, "--quiet", "--variant=essential", "--include=" + ",".join(GPU_CHECK_PACKAGES),
+                f"--hook-dir={hook_dir}", *(f"--dpkgopt=path-exclude={p}" for p in GPU_CHECK_EXCLUDES),
+                f"--customize-hook=tar-in {overlay} /", DEBIAN_SUITE, str(out), DEBIAN_MIRROR]
+        env = dict(os.environ, SOURCE_DATE_EPOCH=str(EPOCH), TMPDIR=str(work))
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900)
+        if proc.returncode != 0:
+            raise RuntimeError(f"mmdebstrap failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+        run([xz, "-9", "-T2", str(out)])
+        os.replace(work / "rootfs.tar.xz", files.rootfs)
+        write_meta(files.meta, "debian", "12", "anklume gpu-check: Debian 12 with python3")
+    return files

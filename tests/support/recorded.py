@@ -20,6 +20,10 @@ LLAMA = FIXTURES / "ollama" / "registry.ollama.ai_library_llama3.2_3b.manifest.j
 HERMIT = FIXTURES / "ollama-releases" / "hermit-ollama.hcl.excerpt.txt"
 H200_RESOURCES = FIXTURES / "gpu" / "h200-incus" / "incus-resources.json"
 H200_SMI_CSV = FIXTURES / "gpu" / "h200-nvidia-smi" / "nvidia-smi-query.csv"
+H200_SMI_XML = FIXTURES / "gpu" / "h200-nvidia-smi" / "nvidia-smi-q.xml"
+#: NOT recordings: written by hand (see fixtures/gpu/synthesised/PROVENANCE.txt).
+LDCONFIG_P = FIXTURES / "gpu" / "synthesised" / "ldconfig-p.txt"
+LDCONFIG_LINKS = FIXTURES / "gpu" / "synthesised" / "links.json"
 LXD_9201 = FIXTURES / "gpu" / "lxd-issue-9201-resources-gpu-excerpt.json"
 PYPI_OPEN_WEBUI = FIXTURES / "pypi" / "open-webui.json"
 

@@ -9,7 +9,7 @@ import yaml
 
 from anklume.lock.codec import infra_hash
 from anklume.model.needs import image_key, is_gpu_machine, iter_machines
-from anklume.lock.schema import LOCK_VERSION, GpuLocked, GpuOriginal, GpuPin, ImageLocked, ImageOriginal, ImagePin, Lock
+from anklume.lock.schema import LOCK_VERSION, GpuDriver, GpuLocked, GpuOriginal, GpuPin, ImageLocked, ImageOriginal, ImagePin, Lock
 from anklume.model.schema import Infra
 
 FP_A = "a" * 64
@@ -22,8 +22,10 @@ def make_infra(doc: dict[str, Any]) -> Infra:
 
 
 def make_lock(infra: Infra, fingerprints: dict[str, str] | None = None, *, default_fp: str = FP_A,
-              server: str | None = None, gpus: dict[str, GpuLocked] | None = None) -> Lock:
-    """Pin every image the infra uses (``fingerprints`` by image key, else ``default_fp``)."""
+              server: str | None = None, gpus: dict[str, GpuLocked] | None = None,
+              drivers: dict[str, GpuDriver] | None = None) -> Lock:
+    """Pin every image the infra uses (``fingerprints`` by image key, else ``default_fp``), and a
+    GPU for each GPU machine (``gpus``, ``drivers`` by machine)."""
     images: dict[str, ImagePin] = {}
     gpu_pins: dict[str, GpuPin] = {}
     for _d, domain, mname, machine in iter_machines(infra):
@@ -36,7 +38,8 @@ def make_lock(infra: Infra, fingerprints: dict[str, str] | None = None, *, defau
                                server=server if remote == "images" else None))
         if is_gpu_machine(domain, machine):
             locked = (gpus or {}).get(mname) or GpuLocked(pci="0000:01:00.0", vendor_id="10de", product_id="2335")
-            gpu_pins[mname] = GpuPin(original=GpuOriginal(machine=mname, policy="exclusive"), locked=locked)
+            gpu_pins[mname] = GpuPin(original=GpuOriginal(machine=mname, policy="exclusive"), locked=locked,
+                                     driver=(drivers or {}).get(mname))
     return Lock(version=LOCK_VERSION, infra_hash=infra_hash(infra), images=images, gpus=gpu_pins)
 
 

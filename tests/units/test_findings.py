@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
+import msgspec
+
 from anklume.backends.incus.live import parse_volume, volume_defaults
-from anklume.units.findings import filled_by_incus
+from anklume.resolve.gpus import parse_resources
+from anklume.units.findings import filled_by_incus, gpu_findings
 from anklume.units.unit import LiveObject
+from tests.support.recorded import H200_RESOURCES
+from tests.units.test_gpu import FILES_DRIVER, graph
 
 
 def obj(kind: str, **kw) -> LiveObject:
@@ -73,3 +80,17 @@ def test_an_ownerless_object_in_another_infra_s_project_is_not_this_infra_s_orph
     live = {"project:other": theirs, "instance:x": stray, "instance:y": ours}
     orphans = {f.object for f in live_findings(graph, live, lock, owner="t") if f.field == "managed"}
     assert orphans == {"instance:y"}
+
+
+def test_a_gpu_whose_driver_is_not_the_pinned_one_is_a_finding():
+    """verify --live reads the card's driver version from Incus's resources (the recorded H200 says
+    580.159.04); a pin without a driver (an old lock) is not compared."""
+    cards = parse_resources(json.loads(H200_RESOURCES.read_bytes()))
+    _g, lock = graph(FILES_DRIVER)
+    assert gpu_findings(lock, cards) == []
+    newer = [msgspec.structs.replace(c, driver_version="590.44.01") for c in cards]
+    found = gpu_findings(lock, newer)
+    assert [(f.object, f.field, f.expected, f.actual) for f in found] == [
+        ("gpu:llm", "driver_version", "580.159.04", "590.44.01")]
+    _g, old = graph(None)
+    assert gpu_findings(old, newer) == []
