@@ -336,3 +336,19 @@ def test_two_infras_share_a_daemon_without_pruning_each_other(env):
     assert env.build(infra_c, lock_c) == 1
     assert "belongs to the anklume project 'other'" in env.out.getvalue()
     assert env.query(f"/1.0/instances/{d2}-solo?project={d2}")["config"]["user.anklume.owner"] == "other"
+
+
+def test_instance_descriptions_are_applied_on_create_and_verify_is_clean(env):
+    """A machine's description reaches its instance (Incus 6.0 keeps no description from the create
+    request alone), and verify --live, which compares it, finds nothing after a fresh build."""
+    doc = env.doc()
+    d0 = env.dom(0)
+    doc["domains"][d0]["machines"][f"{d0}-web"]["description"] = "Front end"
+    infra, lock = env.infra_lock(doc)
+    assert env.build(infra, lock) == 0, env.out.getvalue()
+    assert env.instance(f"{d0}-web", d0)["description"] == "Front end"
+    rc, findings = env.verify(infra, lock)
+    assert (rc, findings) == (0, [])
+    with EventCounter(env.incus) as ev:
+        assert env.build(infra, lock) == 0
+    assert ev.writes == 0

@@ -397,8 +397,13 @@ class InstanceIO:
         paths = [_check_path(p, self.where) for p in paths]
         if not paths:
             return []
-        result = self.exec(["/bin/sh", "-c", shell, f"anklume-{name}", *paths], env={"ANKLUME_PY": python},
-                           check=False)
+        for attempt in (1, 2):
+            result = self.exec(["/bin/sh", "-c", shell, f"anklume-{name}", *paths], env={"ANKLUME_PY": python},
+                               check=False)
+            # Incus 6.0 sometimes records no output at all for a command that ran (exit 0), seen
+            # right after a container starts: this one only reads, so it is asked again, once
+            if result.rc != 0 or result.stdout or attempt == 2:
+                break
         lines = result.stdout.decode("utf-8", "replace").splitlines()
         if result.rc != 0 or len(lines) != len(paths):
             detail = _tail(result.stderr) or f"exit {result.rc}, {len(lines)} lines for {len(paths)} paths"

@@ -128,7 +128,9 @@ class InstanceWriter:
         final = {UNIT_KEY: unit.key}
         if "security.protection.delete" in unit.spec["config"]:
             final["security.protection.delete"] = unit.spec["config"]["security.protection.delete"]
-        self.client.request("patch", f"instances/{unit.object}", params=project, body={"config": final})
+        # the description travels here too: without it the instance ended with none (seen on Incus 6.0)
+        self.client.request("patch", f"instances/{unit.object}", params=project,
+                            body={"config": final, "description": unit.spec["description"]})
 
     def after_interrupted_create(self, unit: Unit) -> LiveObject | None:
         """After the operations on ``unit``'s instance ended: the instance an interrupted build
