@@ -347,6 +347,12 @@ def test_instance_descriptions_are_applied_on_create_and_verify_is_clean(env):
     infra, lock = env.infra_lock(doc)
     assert env.build(infra, lock) == 0, env.out.getvalue()
     assert env.instance(f"{d0}-web", d0)["description"] == "Front end"
+    # what the units inside an instance record on it (a PATCH of its config) keeps it too
+    from anklume.backends.incus import IncusBackend
+
+    IncusBackend(env.incus.socket).record(d0, f"{d0}-web", {"user.anklume.unit.test.x": "k"})
+    assert env.instance(f"{d0}-web", d0)["description"] == "Front end"
+    env.incus.incus("config", "unset", f"{d0}-web", "user.anklume.unit.test.x", "--project", d0)
     rc, findings = env.verify(infra, lock)
     assert (rc, findings) == (0, [])
     with EventCounter(env.incus) as ev:

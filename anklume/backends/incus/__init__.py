@@ -67,9 +67,12 @@ class IncusBackend:
         getattr(self.objects, f"apply_{unit.kind}")(change, unit, obj)
 
     def record(self, project: str, instance: str, config: Mapping[str, str]) -> None:
-        """Merge ``config`` into an instance's config (the records of the units inside it)."""
-        self.client.request("patch", f"instances/{instance}", params={"project": project},
-                            body={"config": dict(config)})
+        """Merge ``config`` into an instance's config (the records of the units inside it).  The
+        description goes along: a PATCH without one left the instance with none (Incus 6.0)."""
+        params = {"project": project}
+        description = self.client.get(f"instances/{instance}", **params).get("description") or ""
+        self.client.request("patch", f"instances/{instance}", params=params,
+                            body={"config": dict(config), "description": description})
 
     def instance_io(self, project: str, instance: str) -> InstanceIO:
         return InstanceIO(self.client, project, instance)
