@@ -36,7 +36,7 @@ from anklume.units.plan import Plan, mark_damaged, plan_changes
 
 
 #: The kinds of Incus objects (``--adopt`` takes one over; the units inside instances are not objects).
-INCUS_KINDS = frozenset({"project", "network", "profile", "volume", "instance"})
+INCUS_KINDS = frozenset({"project", "acl", "network", "profile", "volume", "instance"})
 
 
 def endpoint_of(infra: Infra, flag: str | None) -> str | None:
@@ -88,7 +88,8 @@ def adopted_units(graph: Graph, names: Sequence[str]) -> frozenset[str]:
         elif f"instance:{name}" in graph.units:
             out.add(f"instance:{name}")
         elif f"project:{name}" in graph.units:
-            out.update(u.uid for u in incus if u.project == name or u.uid in (f"project:{name}", f"network:{name}"))
+            out.update(u.uid for u in incus if u.project == name or u.uid in (f"project:{name}", f"network:{name}",
+                                                                                   f"acl:{name}"))
         else:
             raise AnklumeError(f"--adopt {name}: no such unit, machine or domain in infra.yml",
                                "name a unit as `anklume build --plan` shows it (e.g. network:homelab), a machine or "

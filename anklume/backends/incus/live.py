@@ -50,6 +50,10 @@ def read_live(client: IncusClient, domains: Iterable[str], pools: Iterable[str] 
         networks = pool.submit(client.get, "networks", **({"recursion": "1"} if exact_networks else {}))
         _read_rest(client, domains, pools, scoped, put, mirrors, pool_config)
         listed = networks.result()
+    for acl in client.get("network-acls", recursion="1"):  # the domains' isolation: one listing
+        if acl["name"].startswith("acl-") and (acl["name"][4:] in domains
+                                               or (acl.get("config") or {}).get(MANAGED_KEY) == "true"):
+            put(parse_acl(acl))
     if exact_networks:
         for n in listed:
             if n["name"].startswith("net-") and (n["name"][4:] in domains
@@ -108,6 +112,7 @@ def refresh(client: IncusClient, live: Mapping[str, LiveObject], targets: Iterab
             "profile": (f"profiles/{name}", {"project": project}),
             "instance": (f"instances/{name}", {"project": project}),
             "volume": (f"storage-pools/{pool}/volumes/custom/{name}", {"project": project}),
+            "acl": (f"network-acls/{name}", {}),
         }[kind]
         try:
             data = client.get(path, **params)
@@ -122,6 +127,8 @@ def refresh(client: IncusClient, live: Mapping[str, LiveObject], targets: Iterab
             out[uid] = parse_profile(data, project)
         elif kind == "instance":
             out[uid] = parse_instance(data, project)
+        elif kind == "acl":
+            out[uid] = parse_acl(data)
         else:
             out[uid] = parse_volume(data, project, pool or "default")
     return out
@@ -146,6 +153,13 @@ def parse_network(n: dict) -> LiveObject:
     return LiveObject(kind="network", name=n["name"].removeprefix("net-"), project="default", object=n["name"],
                       config=n.get("config") or {}, description=n.get("description") or "", type=n.get("type"),
                       status=n.get("status"))
+
+def parse_acl(acl: dict) -> LiveObject:
+    """A network ACL (they live in the default project: the domains' projects share its networks)."""
+    return LiveObject(kind="acl", name=acl["name"].removeprefix("acl-"), project="default", object=acl["name"],
+                      config=acl.get("config") or {}, description=acl.get("description") or "",
+                      rules={d: [dict(r) for r in acl.get(d) or []] for d in ("ingress", "egress")},
+                      used_by=list(acl.get("used_by") or []))
 
 def parse_profile(pr: dict, project: str) -> LiveObject:
     return LiveObject(kind="profile", name=f"{project}/{pr['name']}", project=project, object=pr["name"],

@@ -1,4 +1,4 @@
-"""Writes of the database-like objects: projects, bridges, profiles, custom volumes, and the
+"""Writes of the database-like objects: projects, network ACLs, bridges, profiles, custom volumes, and the
 deletion of orphans (of every kind; instances through :mod:`anklume.backends.incus.instance`).
 
 Recording state: an object's key (``user.anklume.key``) is written only once its spec is applied.
@@ -84,6 +84,15 @@ class ObjectWriter:
         else:
             self.client.request("put", f"profiles/{unit.object}", params={"project": unit.project}, body=body)
 
+    def apply_acl(self, change: Change, unit: Unit, obj: LiveObject | None) -> None:
+        # a database-only object: its rules and its key in one request
+        body = {"description": unit.spec["description"], "config": {**unit.spec["config"], **marks(self.owner, unit.key)},
+                "ingress": unit.spec["ingress"], "egress": unit.spec["egress"]}
+        if obj is None:
+            self.client.request("post", "network-acls", body={"name": unit.object, **body})
+        else:
+            self.client.request("put", f"network-acls/{unit.object}", body=body)
+
     def apply_volume(self, change: Change, unit: Unit, obj: LiveObject | None) -> None:
         # the storage driver works outside the database: the key is recorded by a last PATCH
         pool = unit.spec["pool"]
@@ -118,6 +127,8 @@ class ObjectWriter:
             self.client.request("delete", f"profiles/{obj.object}", params=project)
         elif obj.kind == "network":
             self.client.request("delete", f"networks/{obj.object}")
+        elif obj.kind == "acl":
+            self.client.request("delete", f"network-acls/{obj.object}")
         elif obj.kind == "project":
             self.empty_images(obj.object)
             self.client.request("delete", f"projects/{obj.object}")
