@@ -132,6 +132,10 @@ class BuildEnv:
         for d in self.domains:
             if f"net-{d}" in nets:
                 self.incus.incus("network", "delete", f"net-{d}")
+        acls = {a["name"] for a in self.query("/1.0/network-acls?recursion=1")}
+        for d in self.domains:  # after the bridges that used them
+            if f"acl-{d}" in acls:
+                self.incus.incus("network", "acl", "delete", f"acl-{d}")
 
 
 def second_busybox(incus, tmp_path: Path, release: str = "v2") -> str:
