@@ -133,7 +133,7 @@ def do_apply(project: Project, infra: Infra, lock: Lock, *, plan_only: bool, as_
 
     if plan_only:
         plan, _ = observe_and_plan(graph, backend, specs, prune=prune, replace=replace, owner=owner,
-                                   adopt=adopt)
+                                   adopt=adopt, exact=deep)
         plan = planned(plan)
         if as_json:
             out.print_json(json.dumps(plan_json(plan)))
@@ -143,7 +143,7 @@ def do_apply(project: Project, infra: Infra, lock: Lock, *, plan_only: bool, as_
     provisioner = None
     with exclusive_build(project.root):
         plan, live = observe_and_plan(graph, backend, specs, prune=prune, replace=replace, owner=owner,
-                                   adopt=adopt)
+                                   adopt=adopt, exact=deep)
         plan = planned(plan)
         if plan.pending:
             # changes to make: take the daemon-wide lease, then re-read what is about to change

@@ -106,11 +106,13 @@ def _unique(rules: list[dict[str, str]]) -> list[dict[str, str]]:
 
 
 def acl_units(infra: Infra) -> list[Unit]:
-    """``acl:d`` for each domain: created before the bridge that uses it, deleted after it."""
+    """``acl:d`` for each domain: created after its project and before the bridge that uses it,
+    deleted after that bridge."""
     rules = ingress_rules(infra)
+    # after its project: its key is mirrored there (see anklume.backends.incus.live.read_live)
     return [Unit(kind="acl", name=dname, project="default", object=acl_name(dname),
                  spec={"description": f"anklume: isolation of domain {dname}", "config": {},
-                       "ingress": rules[dname], "egress": []})
+                       "ingress": rules[dname], "egress": []}, after=(uid_of("project", dname),))
             for dname in infra.domains]
 
 

@@ -74,6 +74,10 @@ class LiveObject(msgspec.Struct, frozen=True, kw_only=True):
     #: objects using them (``/1.0/networks/net-d``: a bridge that still applies it); None: not read.
     rules: dict[str, list[dict[str, str]]] = {}
     used_by: list[str] | None = None
+    #: False for an object known only by the key mirrored on its domain's project (a bridge or an
+    #: ACL, in the plan of a build: anklume.backends.incus.live.read_live): its config holds the
+    #: ``user.anklume.*`` marks only, and an ACL's rules were not read.
+    exact: bool = True
 
     @property
     def uid(self) -> str:

@@ -133,12 +133,15 @@ def test_acl_tampering_is_reported_and_repaired(iso):
     assert rc == 1
     assert [(f["object"], f["field"], f["expected"]) for f in found] == [(f"acl:{pro}", "ingress rule", None)]
     assert f"source=10.100.{s[perso]}.0/24" in found[0]["actual"]
-    plan = env.plan(infra, lock)
-    assert plan[f"acl:{pro}"]["action"] == "update"
+    # a plain build reads the ACLs' keys, mirrored on their projects (a no-op stays cheap): it does
+    # not see a hand edit under a recorded key; `build --deep` reads the ACLs and repairs it
+    assert env.plan(infra, lock)[f"acl:{pro}"]["action"] == "unchanged"
+    assert env.plan(infra, lock, deep=True)[f"acl:{pro}"]["action"] == "update"
     with EventCounter(env.incus) as ev:
-        assert env.build(infra, lock) == 0, env.out.getvalue()
+        assert env.build(infra, lock, deep=True) == 0, env.out.getvalue()
     writes = [(r.method, r.url) for r in ev.requests if r.method != "GET" and "/projects/default" not in r.url]
-    assert writes == [("PUT", f"/1.0/network-acls/acl-{pro}")], writes  # the ACL alone (and the lease)
+    # the ACL alone (and its key's mirror on its project, and the lease)
+    assert [w for w in writes if "/projects/" not in w[1]] == [("PUT", f"/1.0/network-acls/acl-{pro}")], writes
     assert env.verify(infra, lock)[0] == 0
     assert probe(env, ws, perso, ips[web], str(NEXT_PORT)) is False
     assert probe(env, ws, perso, ips[web], str(PORT)) is True
@@ -148,7 +151,7 @@ def test_acl_tampering_is_reported_and_repaired(iso):
     assert probe(env, ws, perso, ips[web], str(PORT)) is False
     rc, found = env.verify(infra, lock)
     assert rc == 1 and [(f["object"], f["field"], f["actual"]) for f in found] == [(f"acl:{pro}", "ingress rule", None)]
-    assert env.build(infra, lock) == 0, env.out.getvalue()
+    assert env.build(infra, lock, deep=True) == 0, env.out.getvalue()
     assert env.verify(infra, lock)[0] == 0
     assert probe(env, ws, perso, ips[web], str(PORT)) is True
 
@@ -158,16 +161,59 @@ def test_acl_tampering_is_reported_and_repaired(iso):
     rc, found = env.verify(infra, lock)
     assert rc == 1 and (f"network:{perso}", "config.security.acls", f"acl-{perso}", None) in [
         (f["object"], f["field"], f["expected"], f["actual"]) for f in found]
-    assert env.plan(infra, lock)[f"network:{perso}"]["action"] == "update"
-    assert env.build(infra, lock) == 0, env.out.getvalue()
+    assert env.plan(infra, lock, deep=True)[f"network:{perso}"]["action"] == "update"
+    assert env.build(infra, lock, deep=True) == 0, env.out.getvalue()
     assert env.verify(infra, lock)[0] == 0
     assert probe(env, web, pro, ips[ws], str(PORT)) is False
 
-    # 4. the bridge's default action changed by hand: verify reports it (build reads the bridges
-    # through their mirror and does not see it: documented in docs/network.md)
+    # 4. the bridge's default action changed by hand: reported, repaired by build --deep
     env.incus.incus("network", "set", f"net-{perso}", "security.acls.default.ingress.action=allow")
+    assert probe(env, web, pro, ips[ws], str(PORT)) is True
     rc, found = env.verify(infra, lock)
     assert rc == 1 and [(f["object"], f["field"], f["expected"], f["actual"]) for f in found] == [
         (f"network:{perso}", "config.security.acls.default.ingress.action", "drop", "allow")]
-    env.incus.incus("network", "set", f"net-{perso}", "security.acls.default.ingress.action=drop")
+    assert env.build(infra, lock, deep=True) == 0, env.out.getvalue()
     assert env.verify(infra, lock)[0] == 0
+    assert probe(env, web, pro, ips[ws], str(PORT)) is False
+    # and a no-op build stays a no-op: no write at all
+    with EventCounter(env.incus) as ev:
+        assert env.build(infra, lock) == 0
+    assert ev.writes == 0 and ev.api_writes == 0, ev.requests
+
+
+def probe_verdicts(env, infra, lock):
+    import json
+
+    from anklume.actions.verify import verify_live
+
+    rc = verify_live(env.project, infra, lock, as_json=True, endpoint=env.incus.socket, console=env.console(),
+                     probe=True)
+    doc = json.loads(env.out.getvalue())
+    return rc, {(p["src"], p["dst"], p["proto"], p["port"]): p["verdict"] for p in doc["probes"]}
+
+
+def test_verify_probe_measures_the_matrix_itself(iso):
+    """``verify --live --probe``: probes between the infra's own instances, through the Incus API."""
+    env, infra, lock, ips, domain_of, s = iso
+    adm, pro, perso = sorted(s, key=lambda d: s[d])
+    a, web, ws = f"{adm}-c", f"{pro}-db", f"{perso}-ws"
+    rc, got = probe_verdicts(env, infra, lock)
+    print("\nverify --live --probe:", *(f"  {k}: {v}" for k, v in got.items()), sep="\n")
+    assert rc == 0 and "wrong" not in got.values() and "not-probed" not in got.values()
+    assert got[(a, f"{pro}-web", "icmp", None)] == "expected-open"
+    assert got[(ws, f"{pro}-web", "icmp", None)] == "expected-closed"
+    assert got[(ws, f"{pro}-web", "tcp", PORT)] == "expected-open"
+    assert got[(ws, f"{pro}-web", "tcp", NEXT_PORT)] == "expected-closed"
+    assert got[(f"{pro}-web", ws, "tcp", PORT)] == "expected-closed"
+    assert len(got) == 6 + 3
+    # a hand edit that opens perso -> pro: the probe says so, exit 1
+    env.incus.incus("network", "acl", "rule", "add", f"acl-{pro}", "ingress", "action=allow",
+                    f"source=10.100.{s[perso]}.0/24")
+    try:
+        rc, got = probe_verdicts(env, infra, lock)
+        assert rc == 1
+        assert got[(ws, f"{pro}-web", "icmp", None)] == "wrong"
+        assert got[(ws, f"{pro}-web", "tcp", NEXT_PORT)] == "wrong"
+    finally:
+        assert env.build(infra, lock, deep=True) == 0, env.out.getvalue()
+    assert probe_verdicts(env, infra, lock)[0] == 0

@@ -125,3 +125,26 @@ def test_parse_acl():
                      "used_by": ["/1.0/networks/net-pro"]})
     assert (obj.uid, obj.domain, obj.managed) == ("acl:pro", "pro", True)
     assert obj.rules == {"ingress": [{"action": "allow", "source": "10.0.0.0/24", "state": "enabled"}], "egress": []}
+
+
+def test_known_by_its_mirrored_key_only_nothing_is_compared():
+    """A plain build reads an ACL's and a bridge's keys from their project (exact=False): no rules,
+    no bridge config; only `build --deep` (exact) compares them."""
+    g = graph()
+    live = live_of(g)
+    for uid in ("acl:pro", "network:pro"):
+        o = live[uid]
+        live[uid] = msgspec.structs.replace(o, config={k: v for k, v in o.config.items() if k.startswith("user.")},
+                                            rules={}, used_by=None, exact=False)
+    assert not plan_changes(g, live).pending
+
+
+def test_an_exact_bridge_with_a_default_action_changed_by_hand_is_updated():
+    g = graph()
+    live = live_of(g)
+    net = live["network:pro"]
+    live["network:pro"] = msgspec.structs.replace(
+        net, config={**net.config, "security.acls.default.ingress.action": "allow"})
+    plan = plan_changes(g, live)
+    assert [(c.uid, [r.render() for r in c.reasons]) for c in plan.pending] == [
+        ("network:pro", ["security.acls.default.ingress.action: 'allow' -> 'drop'"])]
