@@ -18,8 +18,6 @@ timeout) or ``NOTOOL`` (neither python3, bash, nc nor ping to probe with).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import msgspec
 
 from anklume.model.schema import Infra
@@ -143,7 +141,3 @@ def verdict(probe: Probe, measured: bool | None) -> str:
 def parse_output(stdout: str) -> bool | None:
     word = stdout.strip().splitlines()[-1].strip() if stdout.strip() else ""
     return {"OPEN": True, "CLOSED": False}.get(word)
-
-
-def iter_runnable(cases: list[Probe]) -> Iterator[Probe]:
-    return (c for c in cases if c.src is not None and c.dst_ip is not None)
