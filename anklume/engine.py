@@ -42,8 +42,11 @@ def observe(graph: Graph, backend: Backend, *, exact_networks: bool) -> dict[str
 
 
 def observe_and_plan(graph: Graph, backend: Backend, specs: SpecStore, *, prune: bool, replace: bool,
-                     owner: str | None = None, adopt: Collection[str] = ()) -> tuple[Plan, dict[str, LiveObject]]:
-    live = observe(graph, backend, exact_networks=False)
+                     owner: str | None = None, adopt: Collection[str] = (),
+                     exact: bool = False) -> tuple[Plan, dict[str, LiveObject]]:
+    """``exact``: read the bridges and network ACLs themselves (``build --deep``: what was changed
+    by hand under a recorded key is seen and repaired) rather than their mirrored keys."""
+    live = observe(graph, backend, exact_networks=exact)
     return plan_changes(graph, live, specs=specs.get, prune=prune, replace=replace, owner=owner,
                         adopt=adopt), live
 

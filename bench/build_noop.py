@@ -38,6 +38,9 @@ def infra_doc(domains: int, machines: int) -> dict:
         name = f"bd{d}"
         doc["domains"][name] = {"subnet_id": 150 + d, "ephemeral": True, "machines": {
             f"{name}-m{m}": {"ip": f"10.100.{150 + d}.{10 + m}", "config": {"limits.cpu": 1}} for m in range(machines)}}
+    # a policy per domain: each reaches a port of the next one's first machine (an ACL rule each)
+    doc["network_policies"] = [{"from": f"bd{d}", "to": f"bd{(d + 1) % domains}-m0", "ports": [8080]}
+                               for d in range(domains) if domains > 1]
     return doc
 
 
@@ -115,7 +118,7 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp, PrivateIncus() as incus:
         bench = Bench(incus, Path(tmp), infra_doc(args.domains, args.machines))
-        units = args.domains * 3 + args.domains * args.machines
+        units = args.domains * 4 + args.domains * args.machines
         t0 = time.perf_counter()
         rc, out = bench.build(jobs=args.jobs)
         full = time.perf_counter() - t0
@@ -150,6 +153,7 @@ def main() -> None:
                              ("profiles", {"recursion": "1", "all-projects": "true"}),
                              ("instances", {"recursion": "1", "all-projects": "true"}),
                              ("storage-pools/default/volumes", {"recursion": "1", "all-projects": "true"}),
+                             ("network-acls", {"recursion": "1"}),
                              ("networks", {"recursion": "1"})]:
             t0 = time.perf_counter()
             backend.client.get(path, **params)

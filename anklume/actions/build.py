@@ -38,7 +38,7 @@ from anklume.units.preflight import FIX, GpuRefusal, gpu_refusals, mark_refused,
 
 
 #: The kinds of Incus objects (``--adopt`` takes one over; the units inside instances are not objects).
-INCUS_KINDS = frozenset({"project", "network", "profile", "volume", "instance"})
+INCUS_KINDS = frozenset({"project", "acl", "network", "profile", "volume", "instance"})
 
 
 def endpoint_of(infra: Infra, flag: str | None) -> str | None:
@@ -90,7 +90,8 @@ def adopted_units(graph: Graph, names: Sequence[str]) -> frozenset[str]:
         elif f"instance:{name}" in graph.units:
             out.add(f"instance:{name}")
         elif f"project:{name}" in graph.units:
-            out.update(u.uid for u in incus if u.project == name or u.uid in (f"project:{name}", f"network:{name}"))
+            out.update(u.uid for u in incus if u.project == name or u.uid in (f"project:{name}", f"network:{name}",
+                                                                                   f"acl:{name}"))
         else:
             raise AnklumeError(f"--adopt {name}: no such unit, machine or domain in infra.yml",
                                "name a unit as `anklume build --plan` shows it (e.g. network:homelab), a machine or "
@@ -163,7 +164,7 @@ def do_apply(project: Project, infra: Infra, lock: Lock, *, plan_only: bool, as_
 
     if plan_only:
         plan, _ = observe_and_plan(graph, backend, specs, prune=prune, replace=replace, owner=owner,
-                                   adopt=adopt)
+                                   adopt=adopt, exact=deep)
         plan = planned(plan)
         if as_json:
             out.print_json(json.dumps({**plan_json(plan), **refused_json()}))
@@ -174,7 +175,7 @@ def do_apply(project: Project, infra: Infra, lock: Lock, *, plan_only: bool, as_
     provisioner = None
     with exclusive_build(project.root):
         plan, live = observe_and_plan(graph, backend, specs, prune=prune, replace=replace, owner=owner,
-                                   adopt=adopt)
+                                   adopt=adopt, exact=deep)
         plan = planned(plan)
         runnable = without_refused(plan, refused)
         if runnable.pending:

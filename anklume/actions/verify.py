@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import difflib
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import msgspec
 
 from rich.console import Console
 
@@ -20,6 +23,7 @@ from anklume.actions.build import endpoint_of
 from anklume.actions.report import findings_json, print_findings
 from anklume.backends.incus import IncusBackend
 from anklume.engine import artefact_findings, observe
+from anklume.errors import AnklumeError
 from anklume.lock.schema import Lock
 from anklume.model.schema import Infra
 from anklume.project import Project
@@ -28,13 +32,14 @@ from anklume.provision.inputs import project_units
 from anklume.provision.readback import leftover_findings
 from anklume.resolve.gpus import parse_resources
 from anklume.units.findings import live_findings
+from anklume.units.probe import Probe, parse_output, probe_script, probes, verdict
 from anklume.render.managed import UnmergeableFile, extract_managed, managed_block, managed_keys_outside
 from anklume.render.tree import render_tree
 from anklume.render.write import read_tree_file
 
 
 def do_verify(infra_file: Path, *, live: bool = False, as_json: bool = False, endpoint: str | None = None,
-              deep: bool = False) -> int:
+              deep: bool = False, probe: bool = False) -> int:
     out = Console(highlight=False, soft_wrap=True, markup=False, emoji=False, stderr=as_json)
     project = Project(infra_file)
     infra, lock = project.load()
@@ -72,14 +77,15 @@ def do_verify(infra_file: Path, *, live: bool = False, as_json: bool = False, en
     else:
         out.print(f"tree: {len(rendered)} generated file(s) match the lock")
     code = 1 if differences else 0
-    if live:
+    if live or probe:  # --probe implies --live
         code = max(code, verify_live(project, infra, lock, as_json=as_json, deep=deep,
-                                     endpoint=endpoint_of(infra, endpoint)))
+                                     endpoint=endpoint_of(infra, endpoint), probe=probe))
     return code
 
 
 def verify_live(project: Project, infra: Infra, lock: Lock, *, as_json: bool = False,
-                endpoint: str | None = None, console: Console | None = None, deep: bool = False) -> int:
+                endpoint: str | None = None, console: Console | None = None, deep: bool = False,
+                probe: bool = False) -> int:
     """Compare the live daemon with the lock, without writing: 0 clean, 1 findings."""
     out = console or Console(highlight=False)
     graph = project_units(project, infra, lock)
@@ -89,12 +95,59 @@ def verify_live(project: Project, infra: Infra, lock: Lock, *, as_json: bool = F
     findings = live_findings(graph, live, lock, cards, owner=infra.project_name) + artefact_findings(
         graph, live, backend, lock, deep=deep) + leftover_findings(backend, infra, graph, live) + \
         gpu_container_findings(backend, graph, live, lock)
+    measured = run_probes(backend, infra) if probe else None
+    wrong = sum(1 for _, v, _ in measured or [] if v == "wrong")
     if as_json:
-        out.print_json(json.dumps(findings_json(findings)))
-    elif findings:
-        print_findings(findings, out)
-        out.print(f"[red]live state differs from the lock: {len(findings)} finding(s)[/]")
+        doc = findings_json(findings)
+        if measured is not None:
+            doc["probes"] = [{**msgspec.to_builtins(p), "verdict": v, "detail": d} for p, v, d in measured]
+        out.print_json(json.dumps(doc))
     else:
-        out.print(f"live state matches the lock ({len(graph)} units"
-                  + (f", {len(lock.gpus)} GPU slot(s)" if lock.gpus else "") + ")")
-    return 1 if findings else 0
+        if findings:
+            print_findings(findings, out)
+            out.print(f"[red]live state differs from the lock: {len(findings)} finding(s)[/]")
+        else:
+            out.print(f"live state matches the lock ({len(graph)} units"
+                      + (f", {len(lock.gpus)} GPU slot(s)" if lock.gpus else "") + ")")
+        if measured is not None:
+            print_probes(measured, out)
+    return 1 if findings or wrong else 0
+
+
+#: Probes sent at once, and the most seconds one may take (the exec included).
+PROBE_JOBS, PROBE_TIMEOUT = 16, 15
+
+
+def run_probes(backend: IncusBackend, infra: Infra) -> list[tuple[Probe, str, str]]:
+    """Each probe of :func:`anklume.units.probe.probes`, run from its source instance through the
+    Incus API (in parallel, each bounded): (probe, verdict, detail).  A probe that cannot run (no
+    machine with an ip, no tool, an exec that fails) is ``not-probed``, never a pass."""
+    cases = probes(infra)
+
+    def one(p: Probe) -> tuple[Probe, str, str]:
+        if p.src is None or p.dst_ip is None:
+            return p, "not-probed", "no machine with an ip on " + ("this side" if p.src is None else "the other side")
+        try:
+            res = backend.instance_io(p.src_domain, p.src).exec(probe_script(p), check=False, timeout=PROBE_TIMEOUT)
+        except AnklumeError as exc:
+            return p, "not-probed", f"exec failed: {exc.message}"
+        text = res.stdout.decode(errors="replace")
+        measured = parse_output(text)
+        if measured is None:
+            return p, "not-probed", "no probe tool in the instance (python3, bash, nc, ping)" \
+                if "NOTOOL" in text else f"no answer from the probe (exit {res.rc})"
+        return p, verdict(p, measured), f"{'open' if measured else 'closed'}; expected {'open' if p.expected else 'closed'}: {p.why}"
+
+    with ThreadPoolExecutor(max_workers=PROBE_JOBS) as pool:
+        return list(pool.map(one, cases))
+
+
+def print_probes(measured: list[tuple[Probe, str, str]], out: Console) -> None:
+    out.print("reachability (probes sent between the infra's own instances):")
+    for p, v, detail in measured:
+        mark = "[red]WRONG[/]" if v == "wrong" else v
+        out.print(f"  {mark:<16} {p.label()}: {detail}")
+    counts = {k: sum(1 for _, v, _ in measured if v == k) for k in ("expected-open", "expected-closed", "wrong",
+                                                                    "not-probed")}
+    out.print(f"probes: {counts['expected-open']} expected-open, {counts['expected-closed']} expected-closed, "
+              f"{counts['wrong']} wrong, {counts['not-probed']} not probed (not checked)")

@@ -43,7 +43,7 @@ incus_option = click.option("--incus", "endpoint", help="Incus socket path or ht
 @click.option("--replace", is_flag=True, help="Rebuild protected (or adopted) instances whose image pin changed: the old root filesystem is kept as an image, volumes and config stay.")
 @click.option("--adopt", "adopt", multiple=True, metavar="NAME", help="Take over an existing object anklume did not create (or another infra owns): a unit as the plan names it (network:homelab), a machine or a domain. Repeatable.")
 @click.option("--jobs", type=click.IntRange(1, 64), default=4, show_default=True, help="Units applied in parallel.")
-@click.option("--deep", is_flag=True, help="Re-hash every artefact placed in instances (default: presence and sizes) and repair what differs.")
+@click.option("--deep", is_flag=True, help="Re-hash every artefact placed in instances (default: presence and sizes), read the bridges and network ACLs themselves, and repair what differs.")
 @incus_option
 @click.pass_context
 def build(ctx, infra_file, plan_only, as_json, no_apply, prune, replace, adopt, jobs, deep, endpoint):
@@ -64,9 +64,10 @@ def build(ctx, infra_file, plan_only, as_json, no_apply, prune, replace, adopt, 
 @click.option("--live", is_flag=True, help="Also compare the live Incus objects, artefacts and GPU slots with the lock.")
 @click.option("--json", "as_json", is_flag=True, help="Findings as JSON (with --live).")
 @click.option("--deep", is_flag=True, help="With --live: re-hash every byte of the artefacts placed in instances (default: presence and sizes).")
+@click.option("--probe", is_flag=True, help="With --live: send probes between the infra's own instances and compare the reachability with the policy (exit 1 on a wrong pair).")
 @incus_option
 @click.pass_context
-def verify(ctx, infra_file, live, as_json, deep, endpoint):
+def verify(ctx, infra_file, live, as_json, deep, endpoint, probe):
     """Prove the lock is fresh and every generated file's managed section is what the lock renders;
     with `--live`, that the live infrastructure is what the lock says. Writes nothing.
 
@@ -74,7 +75,7 @@ def verify(ctx, infra_file, live, as_json, deep, endpoint):
     """
     from anklume.actions.verify import do_verify
 
-    run(ctx, do_verify, infra_file, live=live, as_json=as_json, deep=deep, endpoint=endpoint)
+    run(ctx, do_verify, infra_file, live=live, as_json=as_json, deep=deep, endpoint=endpoint, probe=probe)
 
 
 @main.command()

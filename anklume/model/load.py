@@ -7,8 +7,8 @@ from typing import Any
 
 from anklume.errors import InvalidInfra
 from anklume.model.convert import Context, convert_struct, describe
-from anklume.model.schema import (Domain, Global, Infra, Machine, OllamaSettings, OpenWebUISettings,
-                                  ProfileShape, SourcesSettings, StorageVolumeShape)
+from anklume.model.schema import (Domain, Global, Infra, Machine, NetworkPolicy, OllamaSettings,
+                                  OpenWebUISettings, ProfileShape, SourcesSettings, StorageVolumeShape)
 from anklume.model.validate import validate_infra
 from anklume.model.yamlsafe import Path_, load_yaml
 
@@ -29,7 +29,38 @@ def convert_infra(raw: dict[str, Any], ctx: Context) -> Infra | None:
     return convert_struct(raw, Infra, (), ctx, nested={
         "global": _global,
         "domains": lambda v, p, c: _mapping_of(v, p, c, _domain),
+        "network_policies": _policies,
     })
+
+
+def _policies(value: Any, path: Path_, ctx: Context) -> list[NetworkPolicy] | None:
+    """A list of policies; ``null`` is none.  Each item is checked on its own (its key path)."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        ctx.add(path, f"expected a list of policies, got {describe(value)}",
+                "e.g. '- {from: perso, to: pro-web, ports: [8080], protocol: tcp}'")
+        return None
+    out = [convert_struct(item, NetworkPolicy, path + (i,), ctx, nested={"ports": _ports})
+           for i, item in enumerate(value)]
+    return [p for p in out if p is not None]
+
+
+def _ports(value: Any, path: Path_, ctx: Context) -> list[int] | str | None:
+    if value == "all":
+        return value
+    if not isinstance(value, list) or not value:
+        ctx.add(path, f"ports must be a non-empty list or 'all', got {describe(value)}", "e.g. [80, 443] or all")
+        return None
+    ok = True
+    for i, port in enumerate(value):
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            ctx.add(path + (i,), f"invalid port {port!r} (must be 1-65535)")
+            ok = False
+    if ok and len(set(value)) != len(value):
+        ctx.add(path, "a port is listed twice")
+        ok = False
+    return list(value) if ok else None
 
 
 def _global(value: Any, path: Path_, ctx: Context) -> Global | None:

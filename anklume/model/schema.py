@@ -57,10 +57,15 @@ class Machine(Base):
     vars: dict[str, Any] | None = None  # Ansible variables for the managed host_vars section
 
 
+#: The original's trust levels; only ``admin`` changes reachability (it reaches every domain).
+TrustLevel = Literal["admin", "trusted", "semi-trusted", "untrusted", "disposable"]
+
+
 class Domain(Base):
     subnet_id: Annotated[int, msgspec.Meta(ge=0, le=254)]
     description: str = ""
     ephemeral: bool = False
+    trust_level: TrustLevel | None = None
     profiles: dict[str, dict[str, Any]] | None = None
     machines: dict[str, Machine] | None = None
 
@@ -99,10 +104,26 @@ class Global(Base):
     sources: SourcesSettings = SourcesSettings()
 
 
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+
+
+class NetworkPolicy(Base):
+    """A declared flow between domains (the original's later ``network_policies``): ``from`` and
+    ``to`` name a domain (its subnet) or a machine (its ``ip``)."""
+
+    from_: str = msgspec.field(name="from")
+    to: str
+    description: str = ""
+    ports: list[Port] | Literal["all"] = "all"
+    protocol: Literal["tcp", "udp"] = "tcp"
+    bidirectional: bool = False
+
+
 class Infra(Base):
     project_name: str
     global_: Global = msgspec.field(name="global")
     domains: dict[str, Domain]  # required (may be null or empty), as in the original
+    network_policies: list[NetworkPolicy] = []
 
 
 #: Fallback image when neither the machine nor ``global.default_os_image`` names

@@ -5,6 +5,7 @@ Pure: no I/O.  Every problem goes into the context; nothing stops at the first.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
 
@@ -109,6 +110,41 @@ def validate_infra(infra: Infra, ctx: Context) -> None:
                     ctx.add(mpath + ("vars", var), f"'{var}' is reserved for the generated variables",
                             "choose a name that does not start with 'instance_' or 'anklume_' "
                             f"(those you may set: {', '.join(sorted(USER_SETTINGS))})")
+    if infra.global_.firewall_mode == "vm":
+        ctx.add(("global", "firewall_mode"), "firewall_mode 'vm' (a firewall VM routing between the domains) is "
+                                             "not implemented",
+                "use 'host' (the default): Incus network ACLs on the domain bridges (docs/network.md)")
+    _policies(infra, machine_owner, ctx)
+
+
+def _policies(infra: Infra, machine_owner: dict[str, str], ctx: Context) -> None:
+    """Each end names a domain or a machine with an ``ip``; the two ends are in two domains."""
+    machines = {m: machine for _, _, m, machine in _machines(infra)}
+    for i, policy in enumerate(infra.network_policies):
+        path = ("network_policies", i)
+        ends: list[str | None] = []
+        for key, name in (("from", policy.from_), ("to", policy.to)):
+            if name in infra.domains:
+                ends.append(name)
+            elif name in machines:
+                ends.append(machine_owner.get(name))
+                if machines[name].ip is None:
+                    ctx.add(path + (key,), f"machine '{name}' has no ip: a policy names a machine by its address",
+                            f"give '{name}' an ip, or name its domain '{machine_owner.get(name)}'")
+            else:
+                ends.append(None)
+                close = difflib.get_close_matches(name, [*infra.domains, *machines], n=1)
+                ctx.add(path + (key,), f"'{key}: {name}' is not a known domain or machine",
+                        f"did you mean '{close[0]}'?" if close else "name a domain or a machine of infra.yml")
+        if ends[0] is not None and ends[0] == ends[1]:
+            ctx.add(path, f"both ends are in domain '{ends[0]}': traffic inside a domain is always open",
+                    "a policy opens a flow between two domains; remove this one")
+
+
+def _machines(infra: Infra):
+    for dname, domain in infra.domains.items():
+        for mname, machine in (domain.machines or {}).items():
+            yield dname, domain, mname, machine
 
 
 def _base_subnet(infra: Infra, ctx: Context) -> str | None:

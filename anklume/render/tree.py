@@ -32,6 +32,9 @@ def render_tree(infra: Infra, lock: Lock | None = None) -> dict[str, str]:
         "default_os_image": g.default_os_image,
         "psot_default_connection": g.default_connection,
         "psot_default_user": g.default_user,
+        "network_policies": [{"description": p.description, "from": p.from_, "to": p.to, "ports": p.ports,
+                              "protocol": p.protocol, "bidirectional": p.bidirectional}
+                             for p in infra.network_policies] or None,
     }))}
     ollama_hosts = _ollama_hosts(infra) if lock is not None else None
     for dname, domain in infra.domains.items():
@@ -64,6 +67,7 @@ def domain_vars(infra: Infra, dname: str, domain: Domain) -> dict[str, Any]:
         "domain_name": dname,
         "domain_description": domain.description,
         "domain_ephemeral": domain.ephemeral,
+        "domain_trust_level": domain.trust_level,
         "incus_project": dname,
         "incus_network": {"name": f"net-{dname}", "subnet": f"{bs}.{sid}.0/24", "gateway": f"{bs}.{sid}.254"},
         "subnet_id": sid,

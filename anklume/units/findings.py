@@ -24,6 +24,7 @@ from typing import Any
 import msgspec
 
 from anklume.lock.schema import Lock
+from anklume.units.acl import rule_drift, show_rule
 from anklume.units.graph import Graph
 from anklume.units.inside import INSIDE_KINDS, record_key
 from anklume.units.plan import owner_of, show_value
@@ -128,6 +129,9 @@ def unit_findings(unit: Unit, obj: LiveObject | None) -> list[Finding]:
     if unit.kind == "network":
         if obj.status not in (None, "Created"):
             out.append(Finding(uid, "status", "Created", obj.status))
+    elif unit.kind == "acl":  # a missing, extra or edited rule (edited: one of each)
+        out += [Finding(uid, f"{direction} rule", show_rule(want) if want else None, show_rule(have) if have else None)
+                for direction, want, have in rule_drift(unit, obj)]
     elif unit.kind == "volume":
         if obj.pool != spec["pool"]:
             out.append(Finding(uid, "pool", spec["pool"], obj.pool))

@@ -6,6 +6,8 @@ Per domain ``d`` (subnet ``<base>.<sid>``):
   the default project's networks (``features.networks=false``), the domain's description;
 - ``network:d``: bridge ``net-d`` (networks are global: it lives in the default project),
   ``ipv4.address=<base>.<sid>.254/24``, ``ipv4.nat=true``, ``ipv6.address=none``;
+- ``acl:d``: the network ACL ``acl-d`` that isolates the domain (:mod:`anklume.units.acl`),
+  attached to the bridge by its ``security.acls*`` keys; the bridge comes after it;
 - ``profile:d/default``: the project's default profile: nic ``eth0`` on ``net-d`` and the
   ``root`` disk on pool ``default`` (what the original's ``incus_profiles`` reconciled);
 - ``profile:d/<p>``: each declared profile, WITH its devices and its config (the original
@@ -51,6 +53,7 @@ from anklume.errors import AnklumeError, StaleLock
 from anklume.lock.schema import Lock
 from anklume.model.needs import INSTANCE_TYPES, image_key, is_gpu_machine, iter_machines
 from anklume.model.schema import Infra
+from anklume.units.acl import acl_uid, acl_units, bridge_acl_config
 from anklume.units.gpu import driver_config, driver_devices
 from anklume.units.key import unit_key
 from anklume.units.unit import Unit, uid_of
@@ -168,11 +171,13 @@ def incus_units(infra: Infra, lock: Lock) -> list[Unit]:
     units: list[Unit] = []
     volumes: dict[str, Unit] = {}
     base = infra.global_.base_subnet
+    acls = {u.name: u for u in acl_units(infra)}  # isolation between domains: anklume.units.acl
     for dname, domain in infra.domains.items():
         project_uid = uid_of("project", dname)
         network_uid = uid_of("network", dname)
         units.append(Unit(kind="project", name=dname, project="default", object=dname,
                           spec={"description": domain.description, "config": dict(PROJECT_FEATURES)}))
+        units.append(acls[dname])
         # after its project: the bridge's key is mirrored on the project (read without the
         # slow bridge listing, see anklume.backends.incus.live.read_live)
         units.append(Unit(kind="network", name=dname, project="default", object=bridge_name(dname),
@@ -180,7 +185,8 @@ def incus_units(infra: Infra, lock: Lock) -> list[Unit]:
                               "ipv4.address": f"{base}.{domain.subnet_id}.254/24",
                               "ipv4.nat": "true",
                               "ipv6.address": "none",
-                          }}, after=(project_uid,)))
+                              **bridge_acl_config(dname),
+                          }}, after=(project_uid, acl_uid(dname))))
         declared = {str(k): v or {} for k, v in (domain.profiles or {}).items()}
         default_decl = declared.pop("default", {})
         default_devices = {

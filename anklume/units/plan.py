@@ -45,6 +45,7 @@ from anklume.errors import EXIT_CHANGES, EXIT_OK
 from anklume.units.graph import Graph
 from anklume.units.inside import INSIDE_KINDS, unrecorded
 from anklume.units.key import short
+from anklume.units.acl import acl_uid, bridge_uses_acl, rule_drift, show_rule
 from anklume.units.unit import DELETE_ORDER, LiveObject, Unit
 
 Action = Literal["create", "update", "replace", "delete", "unchanged"]
@@ -269,7 +270,33 @@ def _change(unit: Unit, obj: LiveObject | None, ctx: _Context) -> Change:
     if unit.kind == "instance" and obj.status != "Running":
         return Change(action="update", uid=unit.uid, key=unit.key, old_key=old_key, start_only=True,
                       reasons=[Reason("state", obj.status, "Running")])
+    edited = _acl_edited(unit, obj, ctx)
+    if edited:
+        return Change(action="update", uid=unit.uid, key=unit.key, old_key=old_key, reasons=edited)
     return Change(action="unchanged", uid=unit.uid, key=unit.key, old_key=old_key)
+
+
+def _acl_edited(unit: Unit, obj: LiveObject, ctx: _Context) -> list[Reason]:
+    """Isolation changed by hand under a recorded key (read in the same listing, so a no-op build
+    stays a no-op): an ACL's rules edited, or a bridge that no longer applies its ACL."""
+    if unit.kind == "acl" and obj.exact:  # (in a plain build, known by its mirrored key only)
+        return [Reason(direction, show_rule(want) if want else None, show_rule(have) if have else None,
+                       text=f"{direction} rule {'missing' if have is None else 'added by hand'}: "
+                            f"{show_rule(want or have or {})}")
+                for direction, want, have in rule_drift(unit, obj)]
+    if unit.kind == "network":
+        if obj.exact:  # `build --deep`, or re-read under the lease: the bridge's own config
+            keys = [k for k in unit.spec["config"] if k.startswith("security.acls")]
+            edited = [Reason(k, obj.config.get(k), unit.spec["config"][k]) for k in keys
+                      if obj.config.get(k) != unit.spec["config"][k]]
+            if edited:
+                return edited
+        acl = ctx.live.get(acl_uid(unit.name))
+        if acl is not None and bridge_uses_acl(unit.object, acl) is False \
+                and unit.spec["config"].get("security.acls") == acl.object:
+            return [Reason("security.acls", text=f"bridge {unit.object} no longer applies {acl.object} "
+                                                 "(its security.acls changed by hand)")]
+    return []
 
 
 def _instance_replace(unit: Unit, obj: LiveObject, id_diff: list[Reason], ctx: _Context) -> Change:

@@ -8,10 +8,11 @@ from typing import Any, Literal
 import msgspec
 
 #: Incus objects, then the units placed inside instances (see anklume.units.inside).
-Kind = Literal["project", "network", "profile", "volume", "instance", "ollama", "model", "wheel", "role"]
+Kind = Literal["project", "acl", "network", "profile", "volume", "instance", "ollama", "model", "wheel", "role"]
 
-#: Order in which orphans of each kind are deleted (instances first, projects last).
-DELETE_ORDER: dict[str, int] = {"instance": 0, "volume": 1, "profile": 2, "network": 3, "project": 4}
+#: Order in which orphans of each kind are deleted (instances first, projects last; a domain's
+#: network ACL after the bridge that uses it: Incus refuses to delete an ACL in use).
+DELETE_ORDER: dict[str, int] = {"instance": 0, "volume": 1, "profile": 2, "network": 3, "acl": 4, "project": 5}
 
 #: Config keys anklume writes on every object it manages.
 MANAGED_KEY = "user.anklume.managed"
@@ -69,6 +70,14 @@ class LiveObject(msgspec.Struct, frozen=True, kw_only=True):
     #: Config values Incus fills in from elsewhere when it creates the object, read by ``verify
     #: --live`` only (a volume: its pool's ``volume.*`` defaults, see anklume.units.findings).
     defaults: dict[str, str] = {}
+    #: Network ACLs: their rules by direction (``ingress``, ``egress``) and the API paths of the
+    #: objects using them (``/1.0/networks/net-d``: a bridge that still applies it); None: not read.
+    rules: dict[str, list[dict[str, str]]] = {}
+    used_by: list[str] | None = None
+    #: False for an object known only by the key mirrored on its domain's project (a bridge or an
+    #: ACL, in the plan of a build: anklume.backends.incus.live.read_live): its config holds the
+    #: ``user.anklume.*`` marks only, and an ACL's rules were not read.
+    exact: bool = True
 
     @property
     def uid(self) -> str:
@@ -107,4 +116,6 @@ class LiveObject(msgspec.Struct, frozen=True, kw_only=True):
             return self.object
         if self.kind == "network":
             return self.object.removeprefix("net-")
+        if self.kind == "acl":
+            return self.object.removeprefix("acl-")
         return self.project

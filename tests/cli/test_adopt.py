@@ -19,7 +19,8 @@ def test_a_unit_a_machine_or_a_domain():
     g = graph()
     assert adopted_units(g, ["network:alpha", "profile:beta/default"]) == {"network:alpha", "profile:beta/default"}
     assert adopted_units(g, ["alpha-web"]) == {"instance:alpha-web"}
-    assert adopted_units(g, ["beta"]) == {"project:beta", "network:beta", "profile:beta/default", "instance:beta-app"}
+    assert adopted_units(g, ["beta"]) == {"project:beta", "acl:beta", "network:beta", "profile:beta/default",
+                                              "instance:beta-app"}
     assert adopted_units(g, []) == frozenset()
 
 

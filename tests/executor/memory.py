@@ -82,6 +82,8 @@ class MemoryBackend:
                         extra = {"pool": unit.spec["pool"]}
                     if unit.kind == "profile":
                         extra = {"devices": unit.spec["devices"]}
+                    if unit.kind == "acl":
+                        extra = {"rules": {"ingress": unit.spec["ingress"], "egress": unit.spec["egress"]}}
                     self.objects[unit.uid] = LiveObject(kind=unit.kind, name=unit.name, project=unit.project,
                                                         object=unit.object, config=config, **extra)
                 self.log.append((change.action, change.uid))

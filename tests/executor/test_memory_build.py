@@ -44,7 +44,7 @@ def test_failed_unit_stops_its_dependents_only(tmp_path):
     assert status["instance:alpha-web"] == status["instance:alpha-db"] == "skipped"
     assert "network:alpha failed: Incus refused network:alpha: injected failure" == results["instance:alpha-web"].error
     assert {uid for uid, s in status.items() if s == "ok"} == {
-        "project:alpha", "project:beta", "network:beta", "profile:beta/default", "instance:beta-app"}
+        "project:alpha", "project:beta", "acl:alpha", "acl:beta", "network:beta", "profile:beta/default", "instance:beta-app"}
     # nothing recorded for what did not apply: the next build retries exactly those
     backend.fail.clear()
     plan, results = build(g, backend, SpecStore(tmp_path))

@@ -75,8 +75,10 @@ class BuildEnv:
         return Console(file=self.out, width=250, highlight=False)
 
     def build(self, infra, lock, *, plan_only: bool = False, prune: bool = False, replace: bool = False,
-              as_json: bool = False, jobs: int = 4, adopt: tuple[str, ...] = ()) -> int:
+              as_json: bool = False, jobs: int = 4, adopt: tuple[str, ...] = (), deep: bool = False) -> int:
         extra = {"adopt": adopt} if adopt else {}
+        if deep:
+            extra["deep"] = True
         return do_apply(self.project, infra, lock, plan_only=plan_only, as_json=as_json, jobs=jobs, prune=prune,
                         replace=replace, endpoint=self.incus.socket, specs=self.store, console=self.console(),
                         **extra)
@@ -132,6 +134,10 @@ class BuildEnv:
         for d in self.domains:
             if f"net-{d}" in nets:
                 self.incus.incus("network", "delete", f"net-{d}")
+        acls = {a["name"] for a in self.query("/1.0/network-acls?recursion=1")}
+        for d in self.domains:  # after the bridges that used them
+            if f"acl-{d}" in acls:
+                self.incus.incus("network", "acl", "delete", f"acl-{d}")
 
 
 def second_busybox(incus, tmp_path: Path, release: str = "v2") -> str:

@@ -51,7 +51,7 @@ def assert_clean_failure(root, argv, before, *words, env=None):
 
 
 @pytest.mark.parametrize("old, new, words", [
-    ('description: "Ansible controller"', 'description: "\\ud800"', ("surrogate", "infra.yml:24")),
+    ('description: "Ansible controller"', 'description: "\\ud800"', ("surrogate", "infra.yml:25")),
     ("roles: [base_system]\n\n  perso:", "roles: [base_system]\n        vars: {big: 99999999999999999999999999}\n"
                                          "\n  perso:", ("64 bits", "vars.big")),
     ('limits.cpu: "4"', "limits.cpu: 18446744073709551616", ("64 bits", "config.limits.cpu")),

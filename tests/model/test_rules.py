@@ -271,7 +271,38 @@ YAML = [
     Case("too-deep", BASE + "x: " + "[" * 200 + "]" * 200 + "\n", "", 23, "nested more than 100 levels deep"),
 ]
 
-CASES = ORIGINAL + ADDED + YAML
+
+def policy(text: str) -> str:
+    """BASE with one network policy (line 24)."""
+    return BASE + "network_policies:\n  - " + text + "\n"
+
+
+NETWORK = [
+    Case("firewall_mode-vm", add_to_global("  firewall_mode: vm\n"), "global.firewall_mode", 5,
+         "firewall_mode 'vm' (a firewall VM routing between the domains) is not implemented"),
+    Case("trust_level-invalid", edit("    subnet_id: 1\n", "    subnet_id: 1\n    trust_level: root\n"),
+         "domains.work.trust_level", L_SUBNET1 + 1, "must be 'admin' or 'trusted'"),
+    Case("policy-unknown-to", policy("{from: work, to: wrok, ports: [80]}"), "network_policies[0].to", 24,
+         "'to: wrok' is not a known domain or machine"),
+    Case("policy-missing-from", policy("{to: work}"), "network_policies[0].from", 24, "missing required key"),
+    Case("policy-bad-port", policy("{from: admin, to: work, ports: [80, 70000]}"), "network_policies[0].ports[1]",
+         24, "invalid port 70000 (must be 1-65535)"),
+    Case("policy-ports-scalar", policy("{from: admin, to: work, ports: 80}"), "network_policies[0].ports", 24,
+         "ports must be a non-empty list or 'all'"),
+    Case("policy-protocol", policy("{from: admin, to: work, protocol: icmp}"), "network_policies[0].protocol", 24,
+         "must be 'tcp' or 'udp'"),
+    Case("policy-unknown-key", policy("{from: admin, to: work, port: [80]}"), "network_policies[0].port", 24,
+         "unknown key"),
+    Case("policy-same-domain", policy("{from: adm-ctrl, to: admin}"), "network_policies[0]", 24,
+         "both ends are in domain 'admin'"),
+    Case("policy-machine-without-ip", edit('        ip: "10.100.1.10"\n', "        description: x\n",
+                                               policy("{from: dev-ws, to: admin}")),
+         "network_policies[0].from", 24, "machine 'dev-ws' has no ip"),
+    Case("policies-not-a-list", BASE + "network_policies: {from: a}\n", "network_policies", 23,
+         "expected a list of policies"),
+]
+
+CASES = ORIGINAL + ADDED + YAML + NETWORK
 
 
 def _as_bytes(data: str | bytes) -> bytes:
@@ -314,7 +345,6 @@ VALID = {
     "lxc-type": add_to_m1("        type: lxc\n"),
     "vm-and-lxc": add_to_m1("        type: vm\n").replace("      dev-ws:\n", "      dev-ws:\n        type: lxc\n"),
     "gpu_policy-shared": add_to_global("  gpu_policy: shared\n"),
-    "firewall_mode-vm": add_to_global("  firewall_mode: vm\n"),
     "firewall_mode-host": add_to_global("  firewall_mode: host\n"),
     "ephemeral-both-levels": edit("    subnet_id: 1\n", "    subnet_id: 1\n    ephemeral: true\n")
     .replace("      dev-ws:\n", "      dev-ws:\n        ephemeral: false\n"),
@@ -336,6 +366,12 @@ VALID = {
     "flow-style": "{project_name: demo, global: {},\n"
                   " domains: {lab: {subnet_id: 2, machines: {m: {ip: 10.100.2.5}}}}}",
     "bom": "\ufeff" + BASE,
+    "policies": BASE + "network_policies:\n  - {from: work, to: adm-ctrl, ports: [22, 80], protocol: udp}\n"
+                       "  - {from: admin, to: work, ports: all, bidirectional: true, description: x}\n"
+                       "  - {from: work, to: admin}\n",
+    "policies-null": BASE + "network_policies:\n",
+    "trust_levels": edit("    subnet_id: 1\n", "    subnet_id: 1\n    trust_level: disposable\n",
+                         edit("    subnet_id: 0\n", "    subnet_id: 0\n    trust_level: admin\n")),
     "crlf": BASE.replace("\n", "\r\n"),
     "document-markers": "---\n" + BASE + "...\n",
 }

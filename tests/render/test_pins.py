@@ -175,3 +175,15 @@ def test_render_is_deterministic_and_pure():
     lock = make_lock(infra)
     assert render_tree(infra, lock) == render_tree(infra, lock)
     assert render_tree(load_text(INFRA), make_lock(load_text(INFRA))) == render_tree(infra, lock)
+
+
+def test_trust_level_and_policies_are_rendered():
+    """``domain_trust_level`` in the domain's group_vars (as the original), the policies in all.yml."""
+    from anklume.model.load import load_infra
+    from anklume.render.tree import render_tree
+    infra = load_infra(b"project_name: p\nglobal: {}\ndomains:\n  a: {subnet_id: 1, trust_level: admin}\n"
+                       b"  b: {subnet_id: 2}\nnetwork_policies:\n  - {from: a, to: b, ports: [80]}\n")
+    tree = render_tree(infra)
+    assert "domain_trust_level: admin\n" in tree["group_vars/a.yml"]
+    assert "domain_trust_level" not in tree["group_vars/b.yml"]
+    assert "network_policies:\n" in tree["group_vars/all.yml"] and "- 80\n" in tree["group_vars/all.yml"]

@@ -44,7 +44,8 @@ def graph_of(doc, **kw):
 def test_units_and_order():
     g = graph_of(GPU_DOC)
     assert [u.uid for u in g] == [
-        "project:ai", "network:ai", "profile:ai/default", "profile:ai/nvidia-compute", "volume:ai/ollama-models",
+        "project:ai", "acl:ai", "network:ai", "profile:ai/default", "profile:ai/nvidia-compute",
+        "volume:ai/ollama-models",
         "instance:llm", "instance:ui"]
     assert g["instance:llm"].after == ("project:ai", "network:ai", "profile:ai/default", "profile:ai/nvidia-compute",
                                        "volume:ai/ollama-models")
@@ -57,7 +58,10 @@ def test_project_network_default_profile():
         "features.networks": "false"}}
     net = g["network:ai"]
     assert (net.object, net.project) == ("net-ai", "default")
-    assert net.spec["config"] == {"ipv4.address": "10.120.3.254/24", "ipv4.nat": "true", "ipv6.address": "none"}
+    assert net.spec["config"] == {"ipv4.address": "10.120.3.254/24", "ipv4.nat": "true", "ipv6.address": "none",
+                                  "security.acls": "acl-ai", "security.acls.default.ingress.action": "drop",
+                                  "security.acls.default.egress.action": "allow"}
+    assert "acl:ai" in net.after
     prof = g["profile:ai/default"]
     assert (prof.object, prof.project) == ("default", "ai")
     assert prof.spec["devices"] == {"eth0": {"type": "nic", "network": "net-ai", "name": "eth0"},

@@ -25,6 +25,9 @@ def live_of(graph, *, status="Running", fingerprint=FP_A) -> dict[str, LiveObjec
             extra = {"devices": u.spec["devices"]}
         elif u.kind == "volume":
             extra = {"pool": u.spec["pool"]}
+        elif u.kind == "acl":
+            extra = {"rules": {"ingress": u.spec["ingress"], "egress": u.spec["egress"]},
+                     "used_by": [f"/1.0/networks/net-{u.name}"]}
         out[u.uid] = LiveObject(kind=u.kind, name=u.name, project=u.project, object=u.object, config=config, **extra)
     return out
 
@@ -271,7 +274,7 @@ def test_unprotected_domain_is_deleted_in_order():
     _, _, g2 = setup(doc)
     plan = plan_changes(g2, live, prune=True)
     assert [c.uid for c in plan.pending] == ["instance:beta-app", "profile:beta/default", "network:beta",
-                                             "project:beta"]
+                                             "acl:beta", "project:beta"]
 
 
 def test_diff_specs_nested():

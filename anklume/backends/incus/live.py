@@ -14,6 +14,10 @@ from anklume.units.unit import MANAGED_KEY, OWNER_KEY, UNIT_KEY, LiveObject
 
 #: The recorded key of a domain's bridge, mirrored on its project (see :func:`read_live`).
 BRIDGE_MIRROR_KEY = "user.anklume.bridge-key"
+#: The recorded key of a domain's network ACL, mirrored on its project likewise: Incus computes
+#: every ACL's ``used_by`` over every network and instance in the ACL listing (0.8 s for 20 ACLs
+#: and 100 instances), which a no-op build cannot afford.
+ACL_MIRROR_KEY = "user.anklume.acl-key"
 
 def read_live(client: IncusClient, domains: Iterable[str], pools: Iterable[str] = ("default",), *,
               exact_networks: bool = True) -> dict[str, LiveObject]:
@@ -42,14 +46,16 @@ def read_live(client: IncusClient, domains: Iterable[str], pools: Iterable[str] 
 
     scoped = set(domains)
     mirrors: dict[str, dict[str, str]] = {}  # domain -> the mirrored config of its bridge
+    acl_mirrors: dict[str, dict[str, str]] = {}  # domain -> the mirrored config of its ACL
     # the network listing runs on its own connection while the others are read
     pool_config: dict[str, dict[str, str]] = {}
     if exact_networks:
         pool_config = {p["name"]: p.get("config") or {} for p in client.get("storage-pools", recursion="1")}
     with ThreadPoolExecutor(max_workers=1) as pool:
         networks = pool.submit(client.get, "networks", **({"recursion": "1"} if exact_networks else {}))
-        _read_rest(client, domains, pools, scoped, put, mirrors, pool_config)
+        _read_rest(client, domains, pools, scoped, put, mirrors, pool_config, acl_mirrors)
         listed = networks.result()
+    _read_acls(client, domains, put, acl_mirrors, exact=exact_networks)
     if exact_networks:
         for n in listed:
             if n["name"].startswith("net-") and (n["name"][4:] in domains
@@ -63,7 +69,7 @@ def read_live(client: IncusClient, domains: Iterable[str], pools: Iterable[str] 
         mirrored = mirrors.get(name[4:])
         if mirrored:
             put(LiveObject(kind="network", name=name[4:], project="default", object=name, type="bridge",
-                           config=mirrored, status="Created"))
+                           config=mirrored, status="Created", exact=False))
             continue
         try:
             n = client.get(f"networks/{quote(name, safe='')}")
@@ -73,13 +79,44 @@ def read_live(client: IncusClient, domains: Iterable[str], pools: Iterable[str] 
             put(parse_network(n))
     return live
 
+def _read_acls(client: IncusClient, domains: set[str], put, mirrors: Mapping[str, dict[str, str]], *,
+               exact: bool) -> None:
+    """The domains' network ACLs: with ``exact``, one listing with their rules and ``used_by``;
+    otherwise the plain listing of names, each ACL's key from its project's mirror
+    (:data:`ACL_MIRROR_KEY`), and an ACL without a mirror read on its own."""
+    def ours(acl: dict) -> bool:
+        return acl["name"].startswith("acl-") and (acl["name"][4:] in domains
+                                                   or (acl.get("config") or {}).get(MANAGED_KEY) == "true")
+    if exact:
+        for acl in client.get("network-acls", recursion="1"):
+            if ours(acl):
+                put(parse_acl(acl))
+        return
+    for url in client.get("network-acls"):
+        name = unquote(url.rsplit("/", 1)[-1])
+        if not name.startswith("acl-"):
+            continue
+        mirrored = mirrors.get(name[4:])
+        if mirrored:
+            put(LiveObject(kind="acl", name=name[4:], project="default", object=name, config=mirrored, exact=False))
+            continue
+        try:
+            acl = client.get(f"network-acls/{quote(name, safe='')}")
+        except NotFound:
+            continue
+        if ours(acl):
+            put(parse_acl(acl))
+
 def _read_rest(client: IncusClient, domains: set[str], pools: Iterable[str], scoped: set[str], put,
-               mirrors: dict[str, dict[str, str]], pool_config: Mapping[str, Mapping[str, str]]) -> None:
+               mirrors: dict[str, dict[str, str]], pool_config: Mapping[str, Mapping[str, str]],
+               acl_mirrors: dict[str, dict[str, str]]) -> None:
     for p in client.get("projects", recursion="1"):
         config = p.get("config") or {}
+        owner = {OWNER_KEY: config[OWNER_KEY]} if config.get(OWNER_KEY) else {}
         if config.get(BRIDGE_MIRROR_KEY):  # a bridge shares its project's owner (both written by one build)
-            mirrors[p["name"]] = {MANAGED_KEY: "true", UNIT_KEY: config[BRIDGE_MIRROR_KEY],
-                                  **({OWNER_KEY: config[OWNER_KEY]} if config.get(OWNER_KEY) else {})}
+            mirrors[p["name"]] = {MANAGED_KEY: "true", UNIT_KEY: config[BRIDGE_MIRROR_KEY], **owner}
+        if config.get(ACL_MIRROR_KEY):  # so does its ACL
+            acl_mirrors[p["name"]] = {MANAGED_KEY: "true", UNIT_KEY: config[ACL_MIRROR_KEY], **owner}
         if p["name"] in domains or (p.get("config") or {}).get(MANAGED_KEY) == "true":
             scoped.add(p["name"])
             put(parse_project(p))
@@ -108,6 +145,7 @@ def refresh(client: IncusClient, live: Mapping[str, LiveObject], targets: Iterab
             "profile": (f"profiles/{name}", {"project": project}),
             "instance": (f"instances/{name}", {"project": project}),
             "volume": (f"storage-pools/{pool}/volumes/custom/{name}", {"project": project}),
+            "acl": (f"network-acls/{name}", {}),
         }[kind]
         try:
             data = client.get(path, **params)
@@ -122,6 +160,8 @@ def refresh(client: IncusClient, live: Mapping[str, LiveObject], targets: Iterab
             out[uid] = parse_profile(data, project)
         elif kind == "instance":
             out[uid] = parse_instance(data, project)
+        elif kind == "acl":
+            out[uid] = parse_acl(data)
         else:
             out[uid] = parse_volume(data, project, pool or "default")
     return out
@@ -146,6 +186,13 @@ def parse_network(n: dict) -> LiveObject:
     return LiveObject(kind="network", name=n["name"].removeprefix("net-"), project="default", object=n["name"],
                       config=n.get("config") or {}, description=n.get("description") or "", type=n.get("type"),
                       status=n.get("status"))
+
+def parse_acl(acl: dict) -> LiveObject:
+    """A network ACL (they live in the default project: the domains' projects share its networks)."""
+    return LiveObject(kind="acl", name=acl["name"].removeprefix("acl-"), project="default", object=acl["name"],
+                      config=acl.get("config") or {}, description=acl.get("description") or "",
+                      rules={d: [dict(r) for r in acl.get(d) or []] for d in ("ingress", "egress")},
+                      used_by=list(acl.get("used_by") or []))
 
 def parse_profile(pr: dict, project: str) -> LiveObject:
     return LiveObject(kind="profile", name=f"{project}/{pr['name']}", project=project, object=pr["name"],

@@ -1,4 +1,4 @@
-"""Writes of the database-like objects: projects, bridges, profiles, custom volumes, and the
+"""Writes of the database-like objects: projects, network ACLs, bridges, profiles, custom volumes, and the
 deletion of orphans (of every kind; instances through :mod:`anklume.backends.incus.instance`).
 
 Recording state: an object's key (``user.anklume.key``) is written only once its spec is applied.
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from anklume.backends.incus.client import IncusApiError, IncusClient, NotFound
 from anklume.backends.incus.instance import OWNED_PREFIXES, InstanceWriter, marks
-from anklume.backends.incus.live import BRIDGE_MIRROR_KEY
+from anklume.backends.incus.live import ACL_MIRROR_KEY, BRIDGE_MIRROR_KEY
 from anklume.errors import AnklumeError
 from anklume.units.plan import Change
 from anklume.units.unit import UNIT_KEY, LiveObject, Unit
@@ -32,8 +32,9 @@ class ObjectWriter:
             self.client.request("post", "projects", body={"name": unit.object, "description": unit.spec["description"],
                                                     "config": config})
         else:
-            if obj.config.get(BRIDGE_MIRROR_KEY):  # the PATCH replaces the config: keep the bridge's mirror
-                config[BRIDGE_MIRROR_KEY] = obj.config[BRIDGE_MIRROR_KEY]
+            for mirror in (BRIDGE_MIRROR_KEY, ACL_MIRROR_KEY):  # the PATCH replaces the config: keep the mirrors
+                if obj.config.get(mirror):
+                    config[mirror] = obj.config[mirror]
             self.client.request("patch", f"projects/{unit.object}",
                          body={"description": unit.spec["description"], "config": config})
 
@@ -59,8 +60,12 @@ class ObjectWriter:
         self.mirror_bridge_key(unit.name, unit.key)
 
     def mirror_bridge_key(self, domain: str, key: str) -> None:
+        self.mirror_key(domain, BRIDGE_MIRROR_KEY, key)
+
+    def mirror_key(self, domain: str, mirror: str, key: str) -> None:
         # Incus's PATCH of a project replaces its whole config: read, then PUT it back changed
-        # (only this bridge's unit and the project's own unit, which runs before it, write it)
+        # (only this domain's ACL and bridge units, one after the other, and the project's own
+        # unit, which runs before them, write it)
         try:
             project = self.client.get(f"projects/{domain}")
         except NotFound:
@@ -68,11 +73,11 @@ class ObjectWriter:
                 raise
             return
         config = dict(project.get("config") or {})
-        if config.get(BRIDGE_MIRROR_KEY, "") == key:
+        if config.get(mirror, "") == key:
             return
-        config[BRIDGE_MIRROR_KEY] = key
+        config[mirror] = key
         if not key:
-            del config[BRIDGE_MIRROR_KEY]
+            del config[mirror]
         self.client.request("put", f"projects/{domain}", body={"description": project.get("description") or "",
                                                         "config": config})
 
@@ -83,6 +88,18 @@ class ObjectWriter:
             self.client.request("post", "profiles", params={"project": unit.project}, body={"name": unit.object, **body})
         else:
             self.client.request("put", f"profiles/{unit.object}", params={"project": unit.project}, body=body)
+
+    def apply_acl(self, change: Change, unit: Unit, obj: LiveObject | None) -> None:
+        # a database-only object: its rules and its key in one request; the key's mirror on the
+        # domain's project is cleared first and set last, as a bridge's (see read_live)
+        self.mirror_key(unit.name, ACL_MIRROR_KEY, "")
+        body = {"description": unit.spec["description"], "config": {**unit.spec["config"], **marks(self.owner, unit.key)},
+                "ingress": unit.spec["ingress"], "egress": unit.spec["egress"]}
+        if obj is None:
+            self.client.request("post", "network-acls", body={"name": unit.object, **body})
+        else:
+            self.client.request("put", f"network-acls/{unit.object}", body=body)
+        self.mirror_key(unit.name, ACL_MIRROR_KEY, unit.key)
 
     def apply_volume(self, change: Change, unit: Unit, obj: LiveObject | None) -> None:
         # the storage driver works outside the database: the key is recorded by a last PATCH
@@ -118,6 +135,8 @@ class ObjectWriter:
             self.client.request("delete", f"profiles/{obj.object}", params=project)
         elif obj.kind == "network":
             self.client.request("delete", f"networks/{obj.object}")
+        elif obj.kind == "acl":
+            self.client.request("delete", f"network-acls/{obj.object}")
         elif obj.kind == "project":
             self.empty_images(obj.object)
             self.client.request("delete", f"projects/{obj.object}")
