@@ -7,7 +7,7 @@ import re
 import secrets
 import stat
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from anklume.errors import AnklumeError
@@ -30,6 +30,75 @@ def atomic_write(path: Path, data: bytes) -> None:
     or the new file, never half of one.  An existing file keeps its permission
     bits; a new one gets 0666 less the umask, like any file the user creates."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _write_temp(path, data, sync=True)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+#: From this many files on, ``atomic_write_many`` flushes them with one ``syncfs`` per file
+#: system instead of one fsync each (which costs a journal commit per file: 10,000 files took
+#: 13 s of fsync on the bench machine).  Below it, fsync each: ``syncfs`` also waits for
+#: whatever else is dirty on the file system.
+SYNCFS_FROM = 16
+
+
+class BatchWriteError(OSError):
+    """``atomic_write_many`` could not write ``path`` (the cause is chained)."""
+
+    def __init__(self, path: Path, cause: OSError):
+        super().__init__(cause.errno, cause.strerror or str(cause))
+        self.path = path
+
+
+def atomic_write_many(files: Sequence[tuple[Path, bytes]]) -> None:
+    """Write each ``(path, data)`` atomically, as ``atomic_write`` does, with one flush to disk
+    for them all: every temp file is written first (in its target's folder), then flushed
+    (``syncfs`` on each file system they are on, or an fsync each when they are few or
+    ``syncfs`` is missing), then renamed over its target, then the folders are flushed.
+
+    A crash or a ``kill -9`` at any point leaves each target old or new, never half of one:
+    a target is only ever replaced by a complete, flushed file.  Temp files a killed writer
+    left are removed later (``remove_stale_temps``).  On an error, the temp files not yet
+    renamed are removed and a ``BatchWriteError`` naming the target is raised; if the error
+    came while writing temp files, no target has changed."""
+    pending: list[tuple[Path, Path]] = []  # (temp file, target)
+    renamed = 0
+    folders: dict[str, None] = {}
+    try:
+        for path, data in files:
+            folder = os.path.dirname(path) or "."
+            if folder not in folders:
+                os.makedirs(folder, exist_ok=True)
+                folders[folder] = None
+            try:
+                pending.append((_write_temp(path, data), path))
+            except OSError as exc:
+                raise BatchWriteError(path, exc) from exc
+        _flush(pending, folders)
+        for tmp, path in pending:
+            try:
+                os.replace(tmp, path)
+            except OSError as exc:
+                raise BatchWriteError(path, exc) from exc
+            renamed += 1
+    finally:
+        for tmp, _ in pending[renamed:]:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+    for folder in folders:
+        fsync_dir(folder)
+
+
+def _write_temp(path: Path, data: bytes, *, sync: bool = False) -> Path:
+    """A temp file beside ``path`` holding ``data``, with the mode ``path`` has (if it exists)."""
     try:
         st = os.lstat(path)
         mode = None if stat.S_ISLNK(st.st_mode) else st.st_mode & 0o7777
@@ -44,16 +113,79 @@ def atomic_write(path: Path, data: bytes) -> None:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
     except BaseException:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
         raise
+    return tmp
+
+
+def _flush(pending: Sequence[tuple[Path, Path]], folders: Mapping[str, None]) -> None:
+    """Every temp file of ``pending`` on disk: one syncfs per file system, else an fsync each."""
+    if len(pending) >= SYNCFS_FROM:
+        devices: dict[int, str] = {}
+        for folder in folders:
+            devices.setdefault(os.stat(folder).st_dev, folder)
+        if all(_syncfs(folder) for folder in devices.values()):
+            return
+    for tmp, path in pending:
+        try:
+            fd = os.open(tmp, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError as exc:
+            raise BatchWriteError(path, exc) from exc
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            raise BatchWriteError(path, exc) from exc
+        finally:
+            os.close(fd)
+
+
+_LIBC: list = []
+
+
+def _syncfs(folder: str) -> bool:
+    """``syncfs(2)`` on the file system of ``folder``; False where there is none (not Linux)
+    or it failed, and the caller fsyncs each file instead."""
+    if not _LIBC:
+        try:
+            import ctypes
+
+            _LIBC.append(getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None))
+        except (OSError, ImportError):
+            _LIBC.append(None)
+    syncfs = _LIBC[0]
+    if syncfs is None:
+        return False
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return False
+    try:
+        return syncfs(fd) == 0
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(folder: Path | str) -> None:
+    """Flush a folder's entries (the renames into it); a folder that cannot be opened or
+    flushed is left (not every file system supports it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 _KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),

@@ -312,3 +312,86 @@ def test_temp_files_are_named_with_their_writers_pid(tmp_path, monkeypatch):
     atomic_write(tmp_path / "f.yml", b"x")
     [name] = seen
     assert name.startswith(f".f.yml.{os.getpid()}.") and name.endswith(".anklume-tmp")
+
+
+# -- many files at once ------------------------------------------------------------------------
+
+def test_many_files_are_flushed_once_not_one_fsync_each(tmp_path, monkeypatch):
+    from anklume import fsio
+
+    fsyncs, syncfs = [], []
+    real_fsync, real_syncfs = os.fsync, fsio._syncfs
+    monkeypatch.setattr(os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd))[1])
+    monkeypatch.setattr(fsio, "_syncfs", lambda folder: (syncfs.append(folder), real_syncfs(folder))[1])
+    rendered = {f"host_vars/m{i}.yml": f"instance_name: m{i}\n" for i in range(40)}
+    rendered["inventory/d.yml"] = "all: {}\n"
+    build(tmp_path, rendered)
+    assert len(syncfs) == 1  # one file system
+    assert len(fsyncs) <= 2  # the two folders, not the 41 files (0 where syncfs is missing: then 41 + 2)
+    assert all((tmp_path / rel).read_text() == merge_managed(None, managed_block(body)) for rel, body in rendered.items())
+    assert not [p for p in tmp_path.rglob(".*")]
+
+
+def test_without_syncfs_each_file_is_fsynced(tmp_path, monkeypatch):
+    from anklume import fsio
+
+    fsyncs = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd))[1])
+    monkeypatch.setattr(fsio, "_syncfs", lambda folder: False)
+    build(tmp_path, {f"host_vars/m{i}.yml": "x: 1\n" for i in range(20)})
+    assert len(fsyncs) == 21  # each file, then the folder
+
+
+def test_a_failed_batch_changes_no_file_and_names_the_one_that_failed(tmp_path, monkeypatch):
+    rendered = {f"host_vars/m{i}.yml": f"instance_name: m{i}\n" for i in range(30)}
+    build(tmp_path, rendered)
+    before = snapshot_tree(tmp_path)
+    calls = []
+    real_write = os.write
+
+    def write(fd, data):
+        calls.append(fd)
+        if len(calls) == 12:
+            raise OSError(28, "No space left on device")
+        return real_write(fd, data)
+    monkeypatch.setattr(os, "write", write)
+    changed = {rel: body.replace("instance_name", "name") for rel, body in rendered.items()}
+    with pytest.raises(TreeError, match=r"cannot write host_vars/m11\.yml: No space left on device"):
+        apply_tree(plan_tree(tmp_path, changed))
+    assert snapshot_tree(tmp_path) == before  # not one file changed, no temp file left
+
+
+_KILLED_TREE = """
+import sys
+from pathlib import Path
+from anklume.render.write import apply_tree, plan_tree
+root = Path(sys.argv[1])
+body = "x: " + "y" * 2000 + "\\n"
+apply_tree(plan_tree(root, {f"host_vars/m{i}.yml": f"instance_name: m{i}\\n{body}" for i in range(3000)}))
+"""
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.2, 0.5, 1.0])
+def test_a_build_killed_at_any_moment_leaves_each_file_old_or_new(tmp_path, delay):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = tmp_path / "tree"
+    (root / "host_vars").mkdir(parents=True)
+    for i in range(0, 3000, 7):  # some files exist with an old content
+        (root / f"host_vars/m{i}.yml").write_text("old: 1\n")
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_TREE, str(root)])
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    body = "x: " + "y" * 2000 + "\n"
+    for path in (root / "host_vars").iterdir():
+        if path.name.endswith(".anklume-tmp"):
+            continue  # removed by the next build once its writer is gone
+        text = path.read_text()
+        i = int(path.name[1:].removesuffix(".yml"))
+        assert text == "old: 1\n" or text == merge_managed("old: 1\n" if i % 7 == 0 else None,
+                                                         managed_block(f"instance_name: m{i}\n{body}")), path
