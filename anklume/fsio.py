@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import stat
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -58,29 +59,52 @@ class BatchWriteError(OSError):
 
 def atomic_write_many(files: Sequence[tuple[Path, bytes]]) -> None:
     """Write each ``(path, data)`` atomically, as ``atomic_write`` does, with one flush to disk
-    for them all: every temp file is written first (in its target's folder), then flushed
-    (``syncfs`` on each file system they are on, or an fsync each when they are few or
-    ``syncfs`` is missing), then renamed over its target, then the folders are flushed.
+    for them all: every temp file is written first, then flushed (``syncfs`` on each file
+    system they are on, or an fsync each when they are few or ``syncfs`` is missing), then
+    renamed over its target, then the folders are flushed.
 
-    A crash or a ``kill -9`` at any point leaves each target old or new, never half of one:
-    a target is only ever replaced by a complete, flushed file.  Temp files a killed writer
-    left are removed later (``remove_stale_temps``).  On an error, the temp files not yet
-    renamed are removed and a ``BatchWriteError`` naming the target is raised; if the error
-    came while writing temp files, no target has changed."""
-    pending: list[tuple[Path, Path]] = []  # (temp file, target)
+    The files of a folder that does not exist yet (a first build's ``host_vars/``) are written
+    with their own names into a temp folder beside it, which is renamed into place whole: one
+    create per file and one rename per folder, and the folder appears complete or not at all.
+    (Should the folder appear meanwhile, its files are renamed into it one by one.)
+
+    A crash or a ``kill -9`` at any point leaves each target old, new or absent as it was,
+    never half of one: a target is only ever replaced by a complete, flushed file.  Temp files
+    and folders a killed writer left are removed later (``remove_stale_temps``).  On an error,
+    what was not renamed yet is removed and a ``BatchWriteError`` naming the target is raised;
+    if the error came while writing, no target has changed."""
+    pending: list[tuple[Path, Path]] = []  # (temp file, target), renamed one by one
+    new_folders: dict[str, str] = {}  # folder that does not exist -> its temp folder
+    written: list[Path] = []  # every file to flush
+    folders: dict[str, None] = {}  # folders whose entries change
     renamed = 0
-    folders: dict[str, None] = {}
     try:
         for path, data in files:
             folder = os.path.dirname(path) or "."
-            if folder not in folders:
-                os.makedirs(folder, exist_ok=True)
-                folders[folder] = None
+            if folder not in folders and folder not in new_folders:
+                parent = os.path.dirname(folder) or "."
+                if not os.path.lexists(folder) and os.path.isdir(parent):
+                    tmp_folder = os.path.join(parent, f".{os.path.basename(folder)}.{os.getpid()}."
+                                                      f"{secrets.token_hex(4)}{TMP_SUFFIX}")
+                    os.mkdir(tmp_folder)
+                    new_folders[folder] = tmp_folder
+                    folders[parent] = None
+                else:
+                    os.makedirs(folder, exist_ok=True)
+                    folders[folder] = None
             try:
-                pending.append((_write_temp(path, data), path))
+                if folder in new_folders:
+                    written.append(Path(new_folders[folder], os.path.basename(path)))
+                    _write_new(written[-1], data)
+                else:
+                    pending.append((_write_temp(path, data), path))
+                    written.append(pending[-1][0])
             except OSError as exc:
                 raise BatchWriteError(path, exc) from exc
-        _flush(pending, folders)
+        _flush(written, [*folders, *new_folders.values()])
+        for folder, tmp_folder in list(new_folders.items()):
+            _place_folder(tmp_folder, folder)
+            del new_folders[folder]
         for tmp, path in pending:
             try:
                 os.replace(tmp, path)
@@ -93,8 +117,39 @@ def atomic_write_many(files: Sequence[tuple[Path, bytes]]) -> None:
                 os.unlink(tmp)
             except OSError:
                 pass
+        for tmp_folder in new_folders.values():
+            shutil.rmtree(tmp_folder, ignore_errors=True)
     for folder in folders:
         fsync_dir(folder)
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """A new file (in a temp folder of ours): never through a link, never over a file."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+
+
+def _place_folder(tmp_folder: str, folder: str) -> None:
+    """Rename the flushed temp folder to ``folder``; if ``folder`` appeared meanwhile, move its
+    files into it one by one (each rename atomic), then remove the temp folder."""
+    fsync_dir(tmp_folder)
+    try:
+        os.rename(tmp_folder, folder)
+        return
+    except OSError as exc:
+        if not os.path.isdir(folder) or os.path.islink(folder):
+            raise BatchWriteError(Path(folder), exc) from exc
+    for name in sorted(os.listdir(tmp_folder)):
+        try:
+            os.replace(os.path.join(tmp_folder, name), os.path.join(folder, name))
+        except OSError as exc:
+            raise BatchWriteError(Path(folder, name), exc) from exc
+    os.rmdir(tmp_folder)
 
 
 def _write_temp(path: Path, data: bytes, *, sync: bool = False) -> Path:
@@ -126,25 +181,23 @@ def _write_temp(path: Path, data: bytes, *, sync: bool = False) -> Path:
     return tmp
 
 
-def _flush(pending: Sequence[tuple[Path, Path]], folders: Mapping[str, None]) -> None:
-    """Every temp file of ``pending`` on disk: one syncfs per file system, else an fsync each."""
-    if len(pending) >= SYNCFS_FROM:
+def _flush(written: Sequence[Path], folders: Sequence[str]) -> None:
+    """Every file of ``written`` on disk: one syncfs per file system, else an fsync each."""
+    if len(written) >= SYNCFS_FROM:
         devices: dict[int, str] = {}
         for folder in folders:
             devices.setdefault(os.stat(folder).st_dev, folder)
         if all(_syncfs(folder) for folder in devices.values()):
             return
-    for tmp, path in pending:
+    for path in written:
         try:
-            fd = os.open(tmp, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         except OSError as exc:
             raise BatchWriteError(path, exc) from exc
-        try:
-            os.fsync(fd)
-        except OSError as exc:
-            raise BatchWriteError(path, exc) from exc
-        finally:
-            os.close(fd)
 
 
 _LIBC: list = []
@@ -207,15 +260,17 @@ class NotRegularFile(OSError):
         self.mode = mode
 
 
-def remove_stale_temps(folder: Path, is_target: Callable[[str], bool]) -> list[Path]:
+def remove_stale_temps(folder: Path, is_target: Callable[[str], bool],
+                       is_target_folder: Callable[[str], bool] = lambda _name: False) -> list[Path]:
     """Remove the temp files ``atomic_write`` left in ``folder`` for files named ``is_target``
     when its process was killed between writing and renaming (SIGKILL, power loss).
 
-    Only names of ``atomic_write``'s own form are considered, and only regular files; one is
-    removed when it is older than ``STALE_TMP_AGE_S`` and no process here has its pid, or
-    older than ``ABANDONED_TMP_AGE_S`` whatever its pid.  A live writer's file is never
-    removed.  Returns what was removed; a file that cannot be removed is left (it costs
-    nothing but space)."""
+    Only names of ``atomic_write``'s own form are considered, and only regular files, or
+    folders (``atomic_write_many``'s temp folders) named ``is_target_folder``; one is removed
+    when it is older than ``STALE_TMP_AGE_S`` and no process here has its pid, or older than
+    ``ABANDONED_TMP_AGE_S`` whatever its pid.  A live writer's file is never removed.
+    Returns what was removed; a file that cannot be removed is left (it costs nothing but
+    space)."""
     removed: list[Path] = []
     now = time.time()
     try:
@@ -224,19 +279,25 @@ def remove_stale_temps(folder: Path, is_target: Callable[[str], bool]) -> list[P
         return removed
     for entry in entries:
         match = _TMP_RE.fullmatch(entry.name)
-        if match is None or not is_target(match["name"]):
+        if match is None:
             continue
         try:
             st = entry.stat(follow_symlinks=False)
         except OSError:
             continue
+        is_folder = stat.S_ISDIR(st.st_mode)
+        if not (is_target_folder(match["name"]) if is_folder else stat.S_ISREG(st.st_mode) and is_target(match["name"])):
+            continue
         age = now - st.st_mtime
-        if not stat.S_ISREG(st.st_mode) or age < STALE_TMP_AGE_S:
+        if age < STALE_TMP_AGE_S:
             continue
         if age < ABANDONED_TMP_AGE_S and (match["pid"] is None or _alive(int(match["pid"]))):
             continue  # its writer may still be at work (an old name says no pid: wait the hour)
         try:
-            os.unlink(entry.path)
+            if is_folder:
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
         except OSError:
             continue
         removed.append(Path(entry.path))

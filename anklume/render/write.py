@@ -177,8 +177,9 @@ def apply_tree(changes: TreeChanges) -> None:
 
 
 def remove_stale_tree_temps(root: Path) -> list[Path]:
-    """Temp files of dead writers of ``*.yml`` files in the tree's folders, and of the lock."""
-    removed = remove_stale_temps(root, lambda name: name == LOCK_NAME)
+    """Temp files of dead writers of ``*.yml`` files in the tree's folders, and of the lock, and
+    the temp folders of the tree's folders (a first build killed before renaming them)."""
+    removed = remove_stale_temps(root, lambda name: name == LOCK_NAME, lambda name: name in TREE_DIRS)
     for sub in TREE_DIRS:
         folder = root / sub
         if not folder.is_symlink() and folder.is_dir():
