@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -274,26 +274,27 @@ def merged_infra_text(git: Git, lock_path: str, infra_path: str, base: bytes, ou
     return result
 
 
-def _their_candidates(git: Git, theirs_id: str) -> list[str]:
-    found: list[str] = [name[len("GITHEAD_"):] for name in os.environ if name.startswith("GITHEAD_")]
+def _their_candidates(git: Git, theirs_id: str) -> Iterator[str]:
+    """Commits that may be theirs, the likeliest first; the caller keeps the first whose lock fits."""
+    yield from (name[len("GITHEAD_"):] for name in os.environ if name.startswith("GITHEAD_"))
     gdir = git.git_dir()
     if gdir is not None:
         for name in ("MERGE_HEAD", "CHERRY_PICK_HEAD", "REVERT_HEAD", "REBASE_HEAD", "rebase-merge/stopped-sha",
                      "rebase-apply/original-commit"):
             try:
-                found += (gdir / name).read_text().split()
+                yield from (gdir / name).read_text().split()
             except OSError:
                 pass
         try:
             done = (gdir / "rebase-merge" / "done").read_text().splitlines()
-            found += [done[-1].split()[1]] if done and len(done[-1].split()) > 1 else []
         except OSError:
-            pass
+            done = []
+        if done and len(done[-1].split()) > 1:
+            yield done[-1].split()[1]
     try:  # the commits that brought their lock (a cherry-pick leaves no state while it runs)
-        found += git.out("log", "--all", "--format=%H", "-n", "20", f"--find-object={theirs_id}").split()
+        yield from git.out("log", "--all", "--format=%H", "-n", "20", f"--find-object={theirs_id}").split()
     except GitError:
         pass
-    return list(dict.fromkeys(found))
 
 
 def _base_candidates(git: Git, theirs_rev: str) -> list[str]:

@@ -7,6 +7,14 @@ from pathlib import Path
 import rich_click as click
 
 from anklume.cli import infra_option, main, run
+from anklume.errors import EXIT_USAGE
+
+
+def usage_error(message: str, ctx: click.Context) -> click.UsageError:
+    """A usage error raised by a command itself: exit 3, like click's own (see ``anklume.cli``)."""
+    error = click.UsageError(message, ctx)
+    error.exit_code = EXIT_USAGE
+    return error
 
 
 @main.command()
@@ -41,10 +49,10 @@ def lock(ctx, infra_file, check, update, offline, gpu_inventory, nvidia_smi, our
         from anklume.actions.lock import do_lock_diff
 
         if check or update or ours or theirs or names or offline:
-            raise click.UsageError("--diff only reads: it takes no other option but --json")
+            raise usage_error("--diff only reads: it takes no other option but --json", ctx)
         run(ctx, do_lock_diff, infra_file, against=diff_against, as_json=as_json)
     if as_json:
-        raise click.UsageError("--json goes with --diff")
+        raise usage_error("--json goes with --diff", ctx)
     from anklume.actions.lock import do_lock
 
     run(ctx, do_lock, infra_file, check=check, update=update, names=names, offline=offline,

@@ -248,3 +248,14 @@ def test_build_and_verify_on_a_conflicted_lock_say_how_to_finish(repo):
         assert result.exit_code == 1
         assert "conflict markers" in result.output and "anklume lock" in result.output, result.output
         assert "delete it" not in result.output
+
+
+def test_the_driver_also_serves_a_cherry_pick(repo, tmp_path):
+    """A cherry-pick leaves no merge state while it runs: their commit is the one that brought their lock."""
+    assert repo("init").exit_code == 0
+    repo.commit("anklume init")
+    branches(repo)
+    picked = repo.git("cherry-pick", "feature")
+    assert "anklume: merged anklume.lock pin by pin" in picked.stderr
+    assert repo.git("status", "--porcelain").stdout == ""
+    assert repo.lock_bytes == fresh_lock_bytes(repo, tmp_path)
