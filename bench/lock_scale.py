@@ -11,10 +11,10 @@ runs it) of:
     half the baseline's time)
   - peak memory of each (target < 300 MB)
 and, measured in the same run, a straightforward baseline: parse infra.yml with
-yaml.safe_load, render every file with yaml.dump and write it (into an empty tree each run,
-as the first build does; its runs alternate with the first builds').
+yaml.safe_load, render every file with yaml.dump and write it (into a new folder each run, as
+the first build does; its runs alternate with the first builds').
 
-    .venv/bin/python bench/lock_scale.py [--domains 250] [--machines 40] [--runs 5]
+    .venv/bin/python bench/lock_scale.py [--domains 250] [--machines 40] [--runs 5] [--tmp DIR]
 """
 
 from __future__ import annotations
@@ -75,11 +75,6 @@ def tree_mtimes(root: Path) -> dict[str, int]:
             for p in (root / d).glob("*.yml")}
 
 
-def empty_tree(root: Path) -> None:
-    for d in ("inventory", "group_vars", "host_vars"):
-        shutil.rmtree(root / d, ignore_errors=True)
-
-
 def edit_one_machine(infra: Path, run: int) -> None:
     """Change one machine's line (its description), differently each run: the memo misses."""
     text = infra.read_text()
@@ -101,27 +96,37 @@ def main() -> None:
     parser.add_argument("--domains", type=int, default=250)
     parser.add_argument("--machines", type=int, default=40)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--tmp", type=Path, default=None,
+                        help="where the scratch folder goes (default: the system's temp folder); see bench/README.md")
     args = parser.parse_args()
     anklume = [str(REPO / ".venv" / "bin" / "anklume")]
-    with RecordedMirror() as mirror, tempfile.TemporaryDirectory() as tmp:
+    if args.tmp is not None:
+        args.tmp.mkdir(parents=True, exist_ok=True)
+    with RecordedMirror() as mirror, tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         root = Path(tmp) / "proj"
         root.mkdir()
         (root / "infra.yml").write_text(synthetic_infra(args.domains, args.machines))
         env = {**os.environ, **mirror.env(), "ANKLUME_CACHE_DIR": f"{tmp}/cache"}
         f = ["-f", str(root / "infra.yml")]
         first_lock = timed(anklume + ["lock", *f], env)
-        base_root = Path(tmp) / "baseline"
-        base_root.mkdir()
-        (base_root / "infra.yml").write_text((root / "infra.yml").read_text())
-        # first builds and baseline runs alternate, each into an empty tree: creating 10,501 files
-        # costs what the file system's other users leave, so both see the same moments
+        # First builds and baseline runs alternate, each into a new, empty folder, and nothing is
+        # deleted before the end: on ext4 without a journal (this bench's machine), an inode
+        # freed in the last 12 hours is skipped, at a cost, by every allocation that meets it
+        # (fs/ext4/ialloc.c: recently_deleted), so deleting the last run's 10,501 files makes
+        # the next run's creations quadratic (perf showed it): the bench would measure itself.
         first_builds, base = [], []
-        for _ in range(args.runs):
-            empty_tree(root)
-            first_builds.append(timed(anklume + ["build", *f, "--no-apply"], env))
-            empty_tree(base_root)
+        for run in range(args.runs):
+            fresh = Path(tmp) / f"first{run}"
+            fresh.mkdir()
+            for name in ("infra.yml", "anklume.lock"):
+                shutil.copy(root / name, fresh / name)
+            first_builds.append(timed(anklume + ["build", "-f", str(fresh / "infra.yml"), "--no-apply"], env))
+            base_root = Path(tmp) / f"baseline{run}"
+            base_root.mkdir()
+            shutil.copy(root / "infra.yml", base_root / "infra.yml")
             base.append(timed([sys.executable, "-c", BASELINE, str(base_root)], env))
         first_build = (statistics.median(b[0] for b in first_builds), 0, max(b[2] for b in first_builds))
+        timed(anklume + ["build", *f, "--no-apply"], env)  # the tree of the rows below
         print(f"{args.domains} domains x {args.machines} machines = {args.domains * args.machines} machines, "
               f"{len(tree_mtimes(root))} files; median of {args.runs} runs, each a new process")
         print(f"  first lock (cold: parse, validate, resolve)   {first_lock[0]:6.2f} s  {first_lock[2]:4d} MB")
