@@ -112,7 +112,7 @@ def test_diff_outside_git_names_the_problem(project):
     assert "HEAD: not a file" in result.output
 
 
-def test_textconv_reads_as_pins(snapshot, capfd):
+def test_textconv_reads_as_pins(snapshot):
     result = CliRunner().invoke(main, ["lock-textconv", str(BASE)])
     assert result.exit_code == 0
     assert result.output == snapshot

@@ -184,7 +184,7 @@ def test_ours_or_theirs_keeps_one_side(repo, mirror, side):
     out = repo.lock_ok("--offline", f"--{side}", "gemma:2b")
     assert f"{side} (--{side}) model gemma:2b" in out
     assert decode_lock(repo.lock_bytes).models["gemma:2b"].locked.digest == (ours if side == "ours" else theirs)
-    assert repo.lock_ok("--offline") .startswith("anklume.lock is up to date")  # merged: the markers are gone
+    assert repo.lock_ok("--offline").startswith("anklume.lock is up to date")  # merged: the markers are gone
 
 
 def test_update_re_resolves_the_conflicted_pin(repo, mirror):

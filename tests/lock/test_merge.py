@@ -7,7 +7,6 @@ import pytest
 
 from anklume.lock.assemble import Update, lock_infra
 from anklume.lock.merge import merge_locks
-from anklume.lock.schema import GpuLocked
 from anklume.markers import MalformedMarkers, conflict_lines, split_sides
 from tests.render.conftest import load_text, make_lock
 
