@@ -19,10 +19,13 @@ from anklume.errors import AnklumeError, StaleLock
 from anklume.fsio import atomic_write, default_cache_dir, read_input, read_or_none
 from anklume.lock.codec import decode_lock, infra_hash
 from anklume.lock.schema import Lock
+from anklume.markers import conflict_lines
 from anklume.model.load import load_infra
 from anklume.model.schema import Infra
 
 LOCK_NAME = "anklume.lock"
+#: The infra file's usual name (``-f`` names another); the merge driver reads the one beside the lock.
+INFRA_NAME = "infra.yml"
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,13 @@ class Project:
         if data is None:
             raise AnklumeError(f"{self.infra_file}: no such file",
                                "run anklume in the directory of your infra.yml, or pass -f PATH")
+        hunks = conflict_lines(data)
+        if hunks:
+            where = f"line{'s' if len(hunks) > 1 else ''} {', '.join(map(str, hunks))}"
+            raise AnklumeError(f"{self.infra_file}: git's conflict markers ({where}): the merge of "
+                               f"{self.infra_file.name} is not finished",
+                               "keep what each side wants and remove the markers (<<<<<<<, =======, >>>>>>>), "
+                               "then run `anklume lock` (a conflicted lock is merged then)")
         return load_infra_memo(data, str(self.infra_file), default_cache_dir(os.environ) / "infra")
 
     def read_lock(self) -> Lock | None:

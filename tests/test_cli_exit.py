@@ -12,7 +12,8 @@ from anklume.errors import EXIT_CHANGES, EXIT_USAGE
 
 @pytest.mark.parametrize("argv", [[], ["nope"], ["build", "--jobs", "0"], ["build", "--jobs", "x"],
                                   ["lock", "--bogus"], ["--bogus"], ["verify", "-f"],
-                                  ["lock", "--gpu-inventory", "/no/such/file"]])
+                                  ["lock", "--gpu-inventory", "/no/such/file"], ["lock", "--diff", "--check"],
+                                  ["lock", "--json"], ["lock", "--diff", "HEAD", "--update"], ["init", "--bogus"]])
 def test_usage_errors_exit_3_not_the_2_of_changes_pending(argv):
     result = CliRunner().invoke(main, argv)
     assert EXIT_USAGE == 3 and EXIT_CHANGES == 2

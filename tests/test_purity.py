@@ -1,6 +1,6 @@
 """The pure core must not reach the network, the host or a daemon: every module of model/, lock/,
 units/, render/ and resolve/ unless it is on the SHELL list (render's file writer, the HTTP
-fetcher, the resolvers' wiring), plus ``sources.py`` and ``executor.py``.  Two checks per module: its own imports (read from its
+fetcher, the resolvers' wiring), plus ``sources.py``, ``executor.py``, ``jsonsafe.py`` and ``markers.py``.  Two checks per module: its own imports (read from its
 source, so a lazy import inside a function is caught too), and what importing
 it loads, in a fresh interpreter."""
 
@@ -27,7 +27,7 @@ SHELL = {
 PURE = sorted(
     rel for folder in ("model", "lock", "units", "render", "resolve")
     for rel in (f"{folder}/{p.name}" for p in (PACKAGE / folder).glob("*.py")) if rel not in SHELL
-) + ["executor.py", "sources.py", "jsonsafe.py"]
+) + ["executor.py", "sources.py", "jsonsafe.py", "markers.py"]
 FORBIDDEN = ("urllib", "socket", "ssl", "subprocess", "pylxd", "ansible_runner", "http", "requests",
              "anklume.backends", "anklume.store", "anklume.provision", "anklume.engine",
              *(f"anklume.{rel.removesuffix('.py').replace('/', '.')}" for rel in SHELL))

@@ -55,16 +55,16 @@ def do_build(infra_file: Path, *, apply: bool, prune_orphans: bool, plan_only: b
     rendered = render_tree(infra, lock)
     changes = plan_tree(project.root, rendered)
     if plan_only:
-        for change in changes.changed:
-            out.print(f"would {'create' if change.created else 'update'} {change.path}")
+        if changes.changed:  # one print: one per file costs a second for 10,000 files
+            out.print("\n".join(f"would {'create' if c.created else 'update'} {c.path}" for c in changes.changed))
         tree_code = 2 if changes.changed else 0
         if not apply:
             out.print(f"tree: {len(changes.changed)} file(s) to write, {len(changes.unchanged)} unchanged")
             return tree_code
     else:
         apply_tree(changes)
-        for change in changes.changed:
-            out.print(f"{'created' if change.created else 'updated'} {change.path}")
+        if changes.changed:
+            out.print("\n".join(f"{'created' if c.created else 'updated'} {c.path}" for c in changes.changed))
         out.print(f"tree: {len(changes.changed)} file(s) written, {len(changes.unchanged)} unchanged")
         report_orphans(out, find_orphans(project.root, rendered), prune_them=prune_orphans,
                        command="anklume build --prune" if apply else "anklume build --no-apply --prune")

@@ -14,7 +14,7 @@ from anklume.errors import EXIT_INTERRUPTED, EXIT_USAGE, AnklumeError
 click.rich_click.TEXT_MARKUP = "markdown"
 click.rich_click.COMMAND_GROUPS = {
     "anklume": [
-        {"name": "Pipeline", "commands": ["lock", "build", "verify"]},
+        {"name": "Pipeline", "commands": ["init", "lock", "build", "verify"]},
         {"name": "Inspect", "commands": ["why", "graph", "gpus"]},
     ]
 }

@@ -7,6 +7,14 @@ from pathlib import Path
 import rich_click as click
 
 from anklume.cli import infra_option, main, run
+from anklume.errors import EXIT_USAGE
+
+
+def usage_error(message: str, ctx: click.Context) -> click.UsageError:
+    """A usage error raised by a command itself: exit 3, like click's own (see ``anklume.cli``)."""
+    error = click.UsageError(message, ctx)
+    error.exit_code = EXIT_USAGE
+    return error
 
 
 @main.command()
@@ -18,17 +26,74 @@ from anklume.cli import infra_option, main, run
               help="Lock for another host: its `anklume gpus --json` or `incus query /1.0/resources` output.")
 @click.option("--nvidia-smi", "nvidia_smi", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="That host's `nvidia-smi --query-gpu=index,uuid,name,pci.bus_id,memory.total --format=csv` output.")
+@click.option("--ours", multiple=True, metavar="NAME",
+              help="On a conflicted lock: keep our side's pin NAME (repeat for several).")
+@click.option("--theirs", multiple=True, metavar="NAME",
+              help="On a conflicted lock: keep their side's pin NAME (repeat for several).")
+@click.option("--diff", "diff_against", is_flag=False, flag_value="HEAD", default=None, metavar="[REV|PATH]",
+              help="Print the pins changed between that lock (a git revision, default HEAD, or a lock file) and this one; writes nothing.")
+@click.option("--json", "as_json", is_flag=True, help="With --diff: the changes as JSON.")
 @click.argument("names", nargs=-1)
 @click.pass_context
-def lock(ctx, infra_file, check, update, offline, gpu_inventory, nvidia_smi, names):
+def lock(ctx, infra_file, check, update, offline, gpu_inventory, nvidia_smi, ours, theirs, diff_against, as_json,
+         names):
     """Resolve infra.yml into anklume.lock (pins images, Ollama, models, GPUs).
 
-    Exit codes: 0 done (or `--check`: up to date), 1 error (or `--check`: the lock would change).
+    A lock with git's conflict markers is merged from both sides, offline: each pin from the
+    side that has it; the same pin locked differently on both sides is a conflict (`--update
+    NAME`, `--ours NAME` or `--theirs NAME`). See docs/git.md.
+
+    Exit codes: 0 done (or `--check`: up to date), 1 error, a conflict (or `--check`: the lock would change).
     """
+    if diff_against is not None:
+        from anklume.actions.lock import do_lock_diff
+
+        if check or update or ours or theirs or names or offline:
+            raise usage_error("--diff only reads: it takes no other option but --json", ctx)
+        run(ctx, do_lock_diff, infra_file, against=diff_against, as_json=as_json)
+    if as_json:
+        raise usage_error("--json goes with --diff", ctx)
     from anklume.actions.lock import do_lock
 
     run(ctx, do_lock, infra_file, check=check, update=update, names=names, offline=offline,
-        gpu_inventory=gpu_inventory, nvidia_smi=nvidia_smi)
+        gpu_inventory=gpu_inventory, nvidia_smi=nvidia_smi, ours=ours, theirs=theirs)
+
+
+@main.command("lock-merge", hidden=True)
+@click.argument("base", type=click.Path(path_type=Path))
+@click.argument("ours", type=click.Path(path_type=Path))
+@click.argument("theirs", type=click.Path(path_type=Path))
+@click.argument("path")
+@click.pass_context
+def lock_merge(ctx, base, ours, theirs, path):
+    """git's merge driver for anklume.lock (`anklume lock-merge %O %A %B %P`, set up by `anklume init`)."""
+    from anklume.actions.lockgit import do_lock_merge
+
+    run(ctx, do_lock_merge, base, ours, theirs, path)
+
+
+@main.command("lock-textconv", hidden=True)
+@click.argument("file", type=click.Path(path_type=Path))
+@click.pass_context
+def lock_textconv(ctx, file):
+    """git's diff driver for anklume.lock (textconv): one line per pin (set up by `anklume init`)."""
+    from anklume.actions.lockgit import do_lock_textconv
+
+    run(ctx, do_lock_textconv, file)
+
+
+@main.command()
+@infra_option
+@click.option("--example", metavar="NAME", help="Start from one of the shipped examples (`anklume init --example list` names them).")
+@click.pass_context
+def init(ctx, infra_file, example):
+    """Set up a project: a starter infra.yml (or an example) where there is none, .gitignore entries,
+    and in a git work tree the lock's merge and diff drivers (.gitattributes and the repository's
+    git config). Never overwrites; running it again changes nothing.
+    """
+    from anklume.actions.init import do_init
+
+    run(ctx, do_init, infra_file, example=example)
 
 
 incus_option = click.option("--incus", "endpoint", help="Incus socket path or https URL (default: ANKLUME_INCUS, global.sources.incus, then the local socket).")

@@ -17,6 +17,7 @@ from anklume import jsonsafe
 from anklume.errors import LockFormatError
 from anklume.lock.check import lock_problems
 from anklume.lock.schema import LOCK_VERSION, GpuPin, ImagePin, Lock, ModelPin, explain
+from anklume.markers import conflict_lines
 from anklume.model.schema import Infra, SourcesSettings
 
 _ENCODER = msgspec.json.Encoder(order="sorted")
@@ -55,6 +56,11 @@ def decode_lock(data: bytes, file: str = "anklume.lock") -> Lock:
     try:
         head = jsonsafe.decode(data, type=_Head)
     except msgspec.DecodeError as exc:
+        hunks = conflict_lines(data)
+        if hunks:
+            raise LockFormatError(f"{file}: git's conflict markers (line{'s' if len(hunks) > 1 else ''} "
+                                  f"{', '.join(map(str, hunks))}): the merge of the lock is not finished",
+                                  "run `anklume lock`: it merges both sides' pins, offline (docs/git.md)") from None
         raise LockFormatError(f"{file}: not a valid anklume lock ({exc})", _HINT) from None
     if head.version > LOCK_VERSION:
         raise LockFormatError(f"{file}: lock format version {head.version} is newer than this anklume "

@@ -9,6 +9,17 @@
   cannot encode) and integers beyond 64 bits (:data:`INT_MIN`..:data:`INT_MAX`: what
   msgpack, Incus and most YAML readers hold) are problems of the value or key that
   holds them, never a crash later.
+
+Two parsers, one result.  The common path reads libyaml's events (``yaml.CSafeLoader``: the
+C parser, with marks) and builds the values and the lines of their keys itself; it handles
+the plain documents nearly every ``infra.yml`` is (mappings, lists, scalars, no anchor,
+alias, merge key or explicit tag).  Anything else, and anything that is or may be a problem
+(a syntax error, a duplicate key, a key that is not a plain name, a value its constructor
+refuses, a lone surrogate, an integer beyond 64 bits, nesting near :data:`MAX_DEPTH`, not
+UTF-8, not one mapping), sends the whole document to the exact parser below (PyYAML's own,
+node by node), which reads it as before and reports every problem with its line.  So the
+fast path only ever answers what the exact parser would (tests/model/test_yaml_paths.py
+compares them), and a 10,000-machine file is read in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -17,6 +28,9 @@ import re
 from typing import Any
 
 import yaml
+from yaml.events import (AliasEvent, DocumentStartEvent, MappingEndEvent, MappingStartEvent, ScalarEvent,
+                         SequenceEndEvent, SequenceStartEvent)
+from yaml.nodes import ScalarNode
 
 from anklume.errors import InvalidInfra, Problem
 
@@ -71,6 +85,14 @@ def _fail(file: str, message: str, line: int | None = None, hint: str | None = N
 
 def load_yaml(data: bytes, file: str) -> tuple[dict[str, Any], dict[Path_, int]]:
     """Parse ``data`` into plain Python values and a map key path -> line (1-based)."""
+    fast = _load_fast(data)
+    if fast is not None:
+        return fast
+    return load_yaml_exact(data, file)
+
+
+def load_yaml_exact(data: bytes, file: str) -> tuple[dict[str, Any], dict[Path_, int]]:
+    """``load_yaml`` by PyYAML's own parser, node by node: slower, and the one that reports."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -294,3 +316,135 @@ def dotted(path: Path_) -> str:
         else:
             out += ("." if out else "") + str(part)
     return out
+
+
+# -- the common path: libyaml's events -----------------------------------------------------
+
+
+class _Unusual(Exception):
+    """The fast path met something it leaves to the exact parser."""
+
+
+_CLoader = getattr(yaml, "CSafeLoader", None)
+_BOM = "\ufeff".encode()
+#: Text libyaml reads where PyYAML's own scanner refuses it (found by tests/model/test_yaml_paths.py):
+#: tabs, a byte order mark past the start, a comment right after a block scalar's indicator;
+#: and (tested apart) '?' inside a plain scalar of a flow collection.
+_LENIENT = re.compile(rb"\t|\xef\xbb\xbf|[|>][-+0-9]{0,2}#")
+_RESOLVERS = yaml.resolver.Resolver.yaml_implicit_resolvers
+_TAG_STR = "tag:yaml.org,2002:str"
+_TAG_INT = "tag:yaml.org,2002:int"
+
+
+def _resolve_plain(value: str) -> str:
+    """The tag PyYAML's SafeLoader gives a plain (unquoted, untagged) scalar."""
+    for tag, regexp in _RESOLVERS.get(value[0] if value else "", ()):
+        if regexp.match(value):
+            return tag
+    return _TAG_STR
+
+
+def _load_fast(data: bytes) -> tuple[dict[str, Any], dict[Path_, int]] | None:
+    """``load_yaml``'s answer from libyaml's events, or None for the exact parser to give it."""
+    if _CLoader is None:
+        return None
+    body = data[3:] if data.startswith(_BOM) else data
+    if _LENIENT.search(body) or (b"?" in body and (b"[" in body or b"{" in body)):
+        return None  # where libyaml takes what PyYAML's scanner refuses
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    try:
+        return _build_from_events(text)
+    except (_Unusual, yaml.YAMLError, RecursionError, ValueError, TypeError, OverflowError):
+        return None
+
+
+def _build_from_events(text: str) -> tuple[dict[str, Any], dict[Path_, int]]:
+    marks: dict[Path_, int] = {}
+    ctor = yaml.SafeLoader("")
+    # one frame per open mapping or list: [container, its key path, the key awaiting its value]
+    stack: list[list[Any]] = []
+    root: Any = None
+    documents = 0
+    loader = _CLoader(text)
+    try:
+        while True:
+            event = loader.get_event()
+            if event is None:
+                break
+            cls = event.__class__
+            if cls is ScalarEvent:
+                if event.anchor is not None or event.tag is not None:
+                    raise _Unusual
+                raw = event.value
+                if not raw.isascii() and _SURROGATE.search(raw):
+                    raise _Unusual
+                plain = event.implicit[0]
+                if stack and stack[-1][0].__class__ is dict and stack[-1][2] is _NO_KEY:
+                    # a key: the text as written, unless it is null or a merge key ('<<')
+                    if plain and (not raw or raw[0] in _KEY_SUSPECTS) and _resolve_plain(raw) in _NOT_KEYS:
+                        raise _Unusual
+                    frame = stack[-1]
+                    if raw in frame[0]:
+                        raise _Unusual  # a duplicate: the exact parser names both lines
+                    frame[2] = raw
+                    marks[frame[1] + (raw,)] = event.start_mark.line + 1
+                    continue
+                value: Any = raw
+                if plain:
+                    tag = _resolve_plain(raw)
+                    if tag != _TAG_STR:
+                        value = ctor.construct_object(ScalarNode(tag, raw, event.start_mark, event.end_mark))
+                        if tag == _TAG_INT and not INT_MIN <= value <= INT_MAX:
+                            raise _Unusual
+                        ctor.constructed_objects.clear()
+                container = None
+            elif cls is MappingStartEvent or cls is SequenceStartEvent:
+                if event.anchor is not None or event.tag is not None or len(stack) >= MAX_DEPTH - 1:
+                    raise _Unusual
+                value = container = {} if cls is MappingStartEvent else []
+            elif cls is MappingEndEvent or cls is SequenceEndEvent:
+                stack.pop()
+                continue
+            elif cls is AliasEvent:
+                raise _Unusual
+            elif cls is DocumentStartEvent:
+                documents += 1
+                if documents > 1:
+                    raise _Unusual
+                continue
+            else:  # stream start and end, document end
+                continue
+            if stack:
+                frame = stack[-1]
+                parent = frame[0]
+                if parent.__class__ is dict:
+                    if frame[2] is _NO_KEY:
+                        raise _Unusual  # a mapping or a list as a key
+                    path = frame[1] + (frame[2],)
+                    parent[frame[2]] = value
+                    frame[2] = _NO_KEY
+                else:
+                    path = frame[1] + (len(parent),)
+                    marks[path] = event.start_mark.line + 1
+                    parent.append(value)
+            elif root is None and container is not None:
+                root, path = value, ()
+            else:
+                raise _Unusual  # the top level is a scalar
+            if container is not None:
+                stack.append([container, path, _NO_KEY])
+    finally:
+        loader.dispose()
+    if root.__class__ is not dict:
+        raise _Unusual  # empty, or not a mapping
+    return root, marks
+
+
+_NO_KEY = object()
+#: First characters of a plain key that may resolve to null ('~', 'null') or merge ('<<');
+#: a key resolving to anything else (a number, a boolean) is its text in the exact parser too.
+_KEY_SUSPECTS = frozenset("~nN<")
+_NOT_KEYS = frozenset({_NULL_TAG, _MERGE_TAG})

@@ -5,7 +5,8 @@ find orphans, prune them.
   whose bytes would not change are listed apart and never rewritten (their mtime
   stays), so a no-op build over 20,000 files is a read and a compare each.
 - ``apply_tree`` writes each changed file through a temporary file in the same
-  folder, fsync, then ``os.replace``: a crash leaves the old or the new file,
+  folder, then flushes them all to disk at once, then ``os.replace``s each
+  (``anklume.fsio.atomic_write_many``): a crash leaves the old or the new file,
   never half of one.
 - Symbolic links are never followed: a managed file or folder that is a link is an
   error, an orphan that is a link is reported and left alone.
@@ -25,7 +26,7 @@ from pathlib import Path
 import yaml
 
 from anklume.errors import AnklumeError
-from anklume.fsio import atomic_write, file_kind, remove_stale_temps
+from anklume.fsio import BatchWriteError, atomic_write_many, file_kind, remove_stale_temps
 from anklume.model.yamlsafe import BoundedLoader
 from anklume.project import LOCK_NAME
 from anklume.render.managed import UnmergeableFile, extract_managed, managed_block, merge_managed
@@ -164,41 +165,26 @@ def apply_tree(changes: TreeChanges) -> None:
     temp files that killed writers left in the tree (and of the lock beside it) are removed
     (``anklume.fsio.remove_stale_temps``: never a live writer's)."""
     remove_stale_tree_temps(changes.root)
-    made: set[Path] = set()
-    for change in changes.changed:
-        path = changes.root / change.path
-        try:
-            if path.parent not in made:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                made.add(path.parent)
-            atomic_write(path, change.new.encode("utf-8"))
-        except OSError as exc:
-            raise TreeError(f"cannot write {change.path}: {exc.strerror or exc}") from None
-    for folder in made:
-        _fsync_dir(folder)
+    base = os.fspath(changes.root)
+    files = [(Path(f"{base}/{change.path}"), change.new.encode("utf-8")) for change in changes.changed]
+    try:
+        atomic_write_many(files)
+    except BatchWriteError as exc:
+        rel = os.path.relpath(exc.path, base)
+        raise TreeError(f"cannot write {rel}: {exc.strerror or exc}") from None
+    except OSError as exc:  # a folder that cannot be made
+        raise TreeError(f"cannot write the tree: {exc.strerror or exc}") from None
 
 
 def remove_stale_tree_temps(root: Path) -> list[Path]:
-    """Temp files of dead writers of ``*.yml`` files in the tree's folders, and of the lock."""
-    removed = remove_stale_temps(root, lambda name: name == LOCK_NAME)
+    """Temp files of dead writers of ``*.yml`` files in the tree's folders, and of the lock, and
+    the temp folders of the tree's folders (a first build killed before renaming them)."""
+    removed = remove_stale_temps(root, lambda name: name == LOCK_NAME, lambda name: name in TREE_DIRS)
     for sub in TREE_DIRS:
         folder = root / sub
         if not folder.is_symlink() and folder.is_dir():
             removed += remove_stale_temps(folder, lambda name: name.endswith(".yml"))
     return removed
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # -- orphans ------------------------------------------------------------------------

@@ -312,3 +312,142 @@ def test_temp_files_are_named_with_their_writers_pid(tmp_path, monkeypatch):
     atomic_write(tmp_path / "f.yml", b"x")
     [name] = seen
     assert name.startswith(f".f.yml.{os.getpid()}.") and name.endswith(".anklume-tmp")
+
+
+# -- many files at once ------------------------------------------------------------------------
+
+def test_many_files_are_flushed_once_not_one_fsync_each(tmp_path, monkeypatch):
+    from anklume import fsio
+
+    fsyncs, syncfs = [], []
+    real_fsync, real_syncfs = os.fsync, fsio._syncfs
+    monkeypatch.setattr(os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd))[1])
+    monkeypatch.setattr(fsio, "_syncfs", lambda folder: (syncfs.append(folder), real_syncfs(folder))[1])
+    rendered = {f"host_vars/m{i}.yml": f"instance_name: m{i}\n" for i in range(40)}
+    rendered["inventory/d.yml"] = "all: {}\n"
+    build(tmp_path, rendered)
+    assert len(syncfs) == 1  # one file system
+    assert len(fsyncs) <= 3  # the two new folders and their parent, not the 41 files
+    assert all((tmp_path / rel).read_text() == merge_managed(None, managed_block(body)) for rel, body in rendered.items())
+    assert not [p for p in tmp_path.rglob(".*")]
+
+
+def test_without_syncfs_each_file_is_fsynced(tmp_path, monkeypatch):
+    from anklume import fsio
+
+    fsyncs = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd))[1])
+    monkeypatch.setattr(fsio, "_syncfs", lambda folder: False)
+    build(tmp_path, {f"host_vars/m{i}.yml": "x: 1\n" for i in range(20)})
+    assert len(fsyncs) == 22  # each file, the new folder, its parent
+    fsyncs.clear()
+    build(tmp_path, {f"host_vars/m{i}.yml": "x: 2\n" for i in range(20)})
+    assert len(fsyncs) == 21  # each file, then the folder
+
+
+def test_a_failed_batch_changes_no_file_and_names_the_one_that_failed(tmp_path, monkeypatch):
+    rendered = {f"host_vars/m{i}.yml": f"instance_name: m{i}\n" for i in range(30)}
+    build(tmp_path, rendered)
+    before = snapshot_tree(tmp_path)
+    calls = []
+    real_write = os.write
+
+    def write(fd, data):
+        calls.append(fd)
+        if len(calls) == 12:
+            raise OSError(28, "No space left on device")
+        return real_write(fd, data)
+    monkeypatch.setattr(os, "write", write)
+    changed = {rel: body.replace("instance_name", "name") for rel, body in rendered.items()}
+    with pytest.raises(TreeError, match=r"cannot write host_vars/m11\.yml: No space left on device"):
+        apply_tree(plan_tree(tmp_path, changed))
+    assert snapshot_tree(tmp_path) == before  # not one file changed, no temp file left
+
+
+_KILLED_TREE = """
+import sys
+from pathlib import Path
+from anklume.render.write import apply_tree, plan_tree
+root = Path(sys.argv[1])
+body = "x: " + "y" * 2000 + "\\n"
+apply_tree(plan_tree(root, {f"host_vars/m{i}.yml": f"instance_name: m{i}\\n{body}" for i in range(3000)}))
+"""
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.2, 0.5, 1.0])
+@pytest.mark.parametrize("first", [True, False], ids=["first-build", "rebuild"])
+def test_a_build_killed_at_any_moment_leaves_each_file_old_or_new(tmp_path, delay, first):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = tmp_path / "tree"
+    root.mkdir()
+    if not first:
+        (root / "host_vars").mkdir()
+        for i in range(0, 3000, 7):  # some files exist with an old content
+            (root / f"host_vars/m{i}.yml").write_text("old: 1\n")
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_TREE, str(root)])
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    body = "x: " + "y" * 2000 + "\n"
+    if not (root / "host_vars").exists():
+        assert first  # a first build's folder appears whole or not at all
+        return
+    if first:
+        assert len(list((root / "host_vars").iterdir())) == 3000
+    for path in (root / "host_vars").iterdir():
+        if path.name.endswith(".anklume-tmp"):
+            continue  # removed by the next build once its writer is gone
+        text = path.read_text()
+        i = int(path.name[1:].removesuffix(".yml"))
+        assert text == "old: 1\n" or text == merge_managed("old: 1\n" if i % 7 == 0 and not first else None,
+                                                         managed_block(f"instance_name: m{i}\n{body}")), path
+
+
+def test_a_new_folder_is_written_whole_and_renamed_into_place(tmp_path, monkeypatch):
+    """A first build: each file created once with its own name, in a temp folder renamed whole."""
+    renames, replaces = [], []
+    real_rename, real_replace = os.rename, os.replace
+    monkeypatch.setattr(os, "rename", lambda a, b: (renames.append((Path(a).name, Path(b).name)), real_rename(a, b))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (replaces.append(b), real_replace(a, b))[1])
+    rendered = {f"host_vars/m{i}.yml": f"instance_name: m{i}\n" for i in range(30)}
+    rendered["inventory/d.yml"] = "all: {}\n"
+    build(tmp_path, rendered)
+    assert replaces == []
+    assert sorted(b for _, b in renames) == ["host_vars", "inventory"]
+    assert all(a.startswith(f".{b}.{os.getpid()}.") and a.endswith(".anklume-tmp") for a, b in renames)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["host_vars", "inventory"]
+    assert all((tmp_path / rel).read_text() == merge_managed(None, managed_block(body)) for rel, body in rendered.items())
+
+
+def test_a_folder_that_appears_meanwhile_gets_the_files_one_by_one(tmp_path, monkeypatch):
+    from anklume import fsio
+
+    real_flush = fsio._flush
+
+    def flush_then_race(written, folders):  # another writer makes host_vars/ before the rename
+        real_flush(written, folders)
+        (tmp_path / "host_vars").mkdir()
+        (tmp_path / "host_vars" / "theirs.yml").write_text("x: 1\n")
+    monkeypatch.setattr(fsio, "_flush", flush_then_race)
+    build(tmp_path, {f"host_vars/m{i}.yml": f"instance_name: m{i}\n" for i in range(3)})
+    assert sorted(p.name for p in (tmp_path / "host_vars").iterdir()) == ["m0.yml", "m1.yml", "m2.yml", "theirs.yml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["host_vars"]
+
+
+def test_a_killed_writers_temp_folder_is_removed_by_the_next_build(tmp_path):
+    rendered = render_tree(load_example("developer"), None)
+    build(tmp_path, rendered)
+    left = tmp_path / ".host_vars.999999999.0123abcd.anklume-tmp"
+    (left / "x.yml").parent.mkdir()
+    (left / "x.yml").write_text("half\n")
+    _age(left, 120)
+    other = tmp_path / ".notes.999999999.0123abcd.anklume-tmp"  # not a folder of the tree: kept
+    other.mkdir()
+    _age(other, 7200)
+    build(tmp_path, rendered)
+    assert not left.exists() and other.exists()
