@@ -27,7 +27,7 @@ from anklume.project import Project, exclusive_build
 from anklume.provision.artefacts import ArtefactSources, Provisioner
 from anklume.provision.inputs import project_units
 from anklume.render.tree import render_tree
-from anklume.render.write import TreeChanges, apply_tree, find_orphans, plan_tree, prune
+from anklume.render.write import TreeChanges, apply_tree, find_orphans, diff_tree, prune
 from anklume.resolve.inventory import host_gpus
 from anklume.sources import incus_endpoint
 from anklume.store import ArtefactStore, SpecStore
@@ -53,7 +53,7 @@ def do_build(infra_file: Path, *, apply: bool, prune_orphans: bool, plan_only: b
     project = Project(infra_file)
     infra, lock = project.load()
     rendered = render_tree(infra, lock)
-    changes = plan_tree(project.root, rendered)
+    changes = diff_tree(project.root, rendered)
     if plan_only:
         if changes.changed:  # one print: one per file costs a second for 10,000 files
             out.print("\n".join(f"would {'create' if c.created else 'update'} {c.path}" for c in changes.changed))

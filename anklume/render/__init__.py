@@ -3,5 +3,5 @@
 - ``yamlout``: ``dump`` (fast) / ``dump_reference`` (the original's PyYAML dumper), same bytes.
 - ``tree``: ``render_tree(infra, lock) -> {relative path: managed YAML}``.
 - ``managed``: ``managed_block``, ``merge_managed``, ``extract_managed`` (the markers).
-- ``write``: ``plan_tree``, ``apply_tree`` (atomic), ``find_orphans``, ``prune``.
+- ``write``: ``diff_tree``, ``apply_tree`` (atomic), ``find_orphans``, ``prune``.
 """

@@ -1,7 +1,7 @@
 """Put the rendered tree on disk: plan (read and compare), apply (atomic writes),
 find orphans, prune them.
 
-- ``plan_tree`` reads each existing file once and computes its new bytes; files
+- ``diff_tree`` reads each existing file once and computes its new bytes; files
   whose bytes would not change are listed apart and never rewritten (their mtime
   stays), so a no-op build over 20,000 files is a read and a compare each.
 - ``apply_tree`` writes each changed file through a temporary file in the same
@@ -135,7 +135,7 @@ def _check_dirs(root: Path, rels: Iterable[str]) -> None:
                             f"replace {sub}/ by a real folder")
 
 
-def plan_tree(root: Path, rendered: Mapping[str, str]) -> TreeChanges:
+def diff_tree(root: Path, rendered: Mapping[str, str]) -> TreeChanges:
     """Read every target file and compute its new text; nothing is written."""
     root = Path(root)
     _check_dirs(root, rendered)

@@ -14,7 +14,7 @@ from anklume.backends.incus.files import InstanceIO
 from anklume.errors import AnklumeError
 from anklume.provision.runner import RoleFailed, RoleResult, run_role
 from anklume.render.tree import render_tree
-from anklume.render.write import apply_tree, plan_tree
+from anklume.render.write import apply_tree, diff_tree
 from tests.units.infra import make_infra
 
 DOMAIN = "prov"
@@ -38,7 +38,7 @@ def infra_doc() -> dict:
 def machine(incus, tmp_path_factory):
     """The generated Ansible tree of a one-domain infra, and its machine running in Incus."""
     tree = tmp_path_factory.mktemp("tree")
-    apply_tree(plan_tree(tree, render_tree(make_infra(infra_doc()))))
+    apply_tree(diff_tree(tree, render_tree(make_infra(infra_doc()))))
     incus.purge_project(DOMAIN)
     incus.create_project(DOMAIN)
     incus.ensure_debian_python_image(project=DOMAIN)

@@ -3,7 +3,7 @@
 Builds an N-machine infra directly from the structs (40 machines a domain; loading infra.yml
 is measured elsewhere), then times, cold (fresh process, empty caches):
 render_tree with ``dump`` and with ``dump_reference``, a first build, and a no-op rebuild
-(render + plan_tree + find_orphans) over the files written by the first one.
+(render + diff_tree + find_orphans) over the files written by the first one.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from anklume.model.schema import Domain, Global, Infra, Machine
 from anklume.render import tree as tree_mod
 from anklume.render import yamlout
 from anklume.render.tree import render_tree
-from anklume.render.write import apply_tree, find_orphans, plan_tree
+from anklume.render.write import apply_tree, find_orphans, diff_tree
 
 
 def make_infra(n: int, per_domain: int = 40) -> Infra:
@@ -67,15 +67,15 @@ def main(n: int) -> None:
     timed("dump_reference() alone", nfiles, lambda: [yamlout.dump_reference(d) for d in docs])
     root = Path(tempfile.mkdtemp(prefix="anklume-bench-"))
     try:
-        timed("first build (plan + apply, fsync each)", nfiles, lambda: apply_tree(plan_tree(root, rendered)))
+        timed("first build (plan + apply, fsync each)", nfiles, lambda: apply_tree(diff_tree(root, rendered)))
 
         def noop():
             again = render_tree(infra, None)
-            changes = plan_tree(root, again)
+            changes = diff_tree(root, again)
             orphans = find_orphans(root, again)
             assert not changes.changed and not orphans
         timed("no-op rebuild (render + plan + orphans)", nfiles, noop)
-        timed("  of which plan_tree", nfiles, lambda: plan_tree(root, rendered))
+        timed("  of which diff_tree", nfiles, lambda: diff_tree(root, rendered))
         timed("  of which find_orphans", nfiles, lambda: find_orphans(root, rendered))
     finally:
         shutil.rmtree(root)

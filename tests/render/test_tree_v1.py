@@ -13,7 +13,7 @@ import pytest
 
 from anklume.render.managed import MANAGED_NOTICE, V1_NOTICE
 from anklume.render.tree import render_tree
-from anklume.render.write import apply_tree, plan_tree
+from anklume.render.write import apply_tree, diff_tree
 
 from .conftest import V1_EXAMPLES, load_example, load_text
 
@@ -38,7 +38,7 @@ PRO_WORKSTATION_SHA256 = {
 
 def build_v1(name: str, root: Path) -> dict[str, bytes]:
     """Render ``name`` without a lock into the empty folder ``root``; relative path -> bytes."""
-    apply_tree(plan_tree(root, render_tree(load_example(name), None)))
+    apply_tree(diff_tree(root, render_tree(load_example(name), None)))
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 

@@ -10,14 +10,14 @@ import pytest
 from anklume.render.managed import managed_block, merge_managed
 from anklume.render.tree import render_tree
 from anklume.fsio import atomic_write
-from anklume.render.write import (FileChange, TreeError, apply_tree, find_orphans, plan_tree, prune,
+from anklume.render.write import (FileChange, TreeError, apply_tree, find_orphans, diff_tree, prune,
 )
 
 from .conftest import load_example, load_text
 
 
 def build(root: Path, rendered: dict[str, str]):
-    changes = plan_tree(root, rendered)
+    changes = diff_tree(root, rendered)
     apply_tree(changes)
     return changes
 
@@ -33,7 +33,7 @@ def test_first_build_creates_everything_and_a_rebuild_changes_nothing(tmp_path):
     assert [c.path for c in first.changed] == list(rendered) and all(c.created for c in first.changed)
     assert first.unchanged == []
     before = snapshot_tree(tmp_path)
-    again = plan_tree(tmp_path, rendered)
+    again = diff_tree(tmp_path, rendered)
     assert not again and again.changed == [] and again.unchanged == list(rendered)
     apply_tree(again)
     assert snapshot_tree(tmp_path) == before  # same bytes, same mtime_ns: nothing rewritten
@@ -47,7 +47,7 @@ def test_only_changed_files_are_rewritten_and_user_content_is_kept(tmp_path):
     before = snapshot_tree(tmp_path)
     changed = dict(rendered)
     changed["host_vars/pw-llm.yml"] = rendered["host_vars/pw-llm.yml"].replace("pw-llm", "pw-llm2", 1)
-    changes = plan_tree(tmp_path, changed)
+    changes = diff_tree(tmp_path, changed)
     assert [c.path for c in changes.changed] == ["host_vars/pw-llm.yml"]
     assert changes.changed[0].old == before["host_vars/pw-llm.yml"][0].decode()
     apply_tree(changes)
@@ -64,7 +64,7 @@ def test_atomic_write_leaves_no_temp_file_and_keeps_the_mode(tmp_path):
     build(tmp_path, rendered)
     target = tmp_path / "host_vars/dev-admin.yml"
     target.chmod(0o600)
-    apply_tree(plan_tree(tmp_path, {"host_vars/dev-admin.yml": "instance_name: x\n"}))
+    apply_tree(diff_tree(tmp_path, {"host_vars/dev-admin.yml": "instance_name: x\n"}))
     assert target.stat().st_mode & 0o777 == 0o600
     names = [p.name for p in tmp_path.rglob("*")]
     assert not [n for n in names if n.startswith(".") or "tmp" in n]
@@ -93,11 +93,11 @@ def test_symlinks_are_never_followed(tmp_path):
     (root / "host_vars").mkdir(parents=True)
     (root / "host_vars/m.yml").symlink_to(outside)
     with pytest.raises(TreeError, match="symbolic link"):
-        plan_tree(root, {"host_vars/m.yml": "instance_name: m\n"})
+        diff_tree(root, {"host_vars/m.yml": "instance_name: m\n"})
     (root / "host_vars/m.yml").unlink()
     (root / "inventory").symlink_to(tmp_path, target_is_directory=True)
     with pytest.raises(TreeError, match="symbolic link"):
-        plan_tree(root, {"inventory/d.yml": "all: {}\n"})
+        diff_tree(root, {"inventory/d.yml": "all: {}\n"})
     assert outside.read_text() == "secret: 1\n"
 
 
@@ -105,13 +105,13 @@ def test_an_unmergeable_file_names_its_path(tmp_path):
     (tmp_path / "host_vars").mkdir()
     (tmp_path / "host_vars/m.yml").write_text("- a list\n")
     with pytest.raises(TreeError, match="host_vars/m.yml"):
-        plan_tree(tmp_path, {"host_vars/m.yml": "instance_name: m\n"})
+        diff_tree(tmp_path, {"host_vars/m.yml": "instance_name: m\n"})
 
 
 def test_an_existing_file_without_a_section_stays_one_document(tmp_path):
     (tmp_path / "host_vars").mkdir()
     (tmp_path / "host_vars/m.yml").write_text("---\nmine: 1\n")
-    apply_tree(plan_tree(tmp_path, {"host_vars/m.yml": "instance_name: m\n"}))
+    apply_tree(diff_tree(tmp_path, {"host_vars/m.yml": "instance_name: m\n"}))
     text = (tmp_path / "host_vars/m.yml").read_text()
     assert text == f"---\n{managed_block('instance_name: m')}\n\nmine: 1\n"
 
@@ -199,7 +199,7 @@ def test_file_change_created_flag():
                                  "host_vars/.hidden.yml", "host_vars/a.txt"])
 def test_plan_refuses_paths_outside_the_tree(tmp_path, rel):
     with pytest.raises(TreeError, match="refusing"):
-        plan_tree(tmp_path, {rel: "a: 1\n"})
+        diff_tree(tmp_path, {rel: "a: 1\n"})
 
 
 def test_an_orphan_that_cannot_be_deleted_is_an_error_naming_it(tmp_path, monkeypatch):
@@ -361,17 +361,17 @@ def test_a_failed_batch_changes_no_file_and_names_the_one_that_failed(tmp_path, 
     monkeypatch.setattr(os, "write", write)
     changed = {rel: body.replace("instance_name", "name") for rel, body in rendered.items()}
     with pytest.raises(TreeError, match=r"cannot write host_vars/m11\.yml: No space left on device"):
-        apply_tree(plan_tree(tmp_path, changed))
+        apply_tree(diff_tree(tmp_path, changed))
     assert snapshot_tree(tmp_path) == before  # not one file changed, no temp file left
 
 
 _KILLED_TREE = """
 import sys
 from pathlib import Path
-from anklume.render.write import apply_tree, plan_tree
+from anklume.render.write import apply_tree, diff_tree
 root = Path(sys.argv[1])
 body = "x: " + "y" * 2000 + "\\n"
-apply_tree(plan_tree(root, {f"host_vars/m{i}.yml": f"instance_name: m{i}\\n{body}" for i in range(3000)}))
+apply_tree(diff_tree(root, {f"host_vars/m{i}.yml": f"instance_name: m{i}\\n{body}" for i in range(3000)}))
 """
 
 
