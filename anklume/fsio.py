@@ -291,7 +291,7 @@ def remove_stale_temps(folder: Path, is_target: Callable[[str], bool],
         age = now - st.st_mtime
         if age < STALE_TMP_AGE_S:
             continue
-        if age < ABANDONED_TMP_AGE_S and (match["pid"] is None or _alive(int(match["pid"]))):
+        if age < ABANDONED_TMP_AGE_S and (match["pid"] is None or pid_alive(int(match["pid"]))):
             continue  # its writer may still be at work (an old name says no pid: wait the hour)
         try:
             if is_folder:
@@ -304,7 +304,7 @@ def remove_stale_temps(folder: Path, is_target: Callable[[str], bool],
     return removed
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """Whether a process with this pid exists here (one of another user's counts)."""
     if pid <= 0:  # 0 and negative numbers name process groups, not a writer
         return False

@@ -57,7 +57,8 @@ import msgspec
 from anklume import jsonsafe
 from anklume.errors import AnklumeError
 from anklume.fsio import atomic_write, default_cache_dir, read_or_none
-from anklume.resolve.http import Budget, OutOfTime, RedirectRefused, describe_error, announced_length, open_url
+from anklume.resolve.http import (Budget, OutOfTime, RedirectRefused, announced_length, describe_error, open_url,
+                                  positive_setting)
 from anklume.units.key import canonical
 
 #: Read size when hashing a file on disk (bench/sha256_throughput.py measures it).
@@ -575,17 +576,7 @@ def _size(n: int) -> str:
 
 def download_min_rate(env: Mapping[str, str]) -> float:
     """Bytes per second a download must keep up: ``$ANKLUME_DOWNLOAD_MIN_RATE``, else :data:`MIN_RATE`."""
-    value = env.get(MIN_RATE_ENV, "").strip()
-    if not value:
-        return MIN_RATE
-    try:
-        rate = float(value)
-    except ValueError:
-        rate = -1.0
-    if not 0 < rate < float("inf"):
-        raise ArtefactError(f"{MIN_RATE_ENV}={value!r} is not a number of bytes per second above 0",
-                            f"unset it for the default ({MIN_RATE} bytes per second)")
-    return rate
+    return positive_setting(env, MIN_RATE_ENV, MIN_RATE, "bytes per second", ArtefactError)
 
 
 class SpecStore:

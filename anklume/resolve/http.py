@@ -241,19 +241,25 @@ _CONTENT_RANGE_TOTAL = re.compile(r"bytes \d+-\d+/(\d+)")
 # -- limits ----------------------------------------------------------------------------------
 
 
+def positive_setting(env: Mapping[str, str], name: str, default: float, unit: str,
+                     error: type[AnklumeError] = AnklumeError) -> float:
+    """``$name`` as a finite number above 0 (``unit`` names it in the error), else ``default``."""
+    value = env.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0 < number < float("inf"):
+        raise error(f"{name}={value!r} is not a number of {unit} above 0",
+                    f"unset it for the default ({default:g} {unit})")
+    return number
+
+
 def fetch_deadline(env: Mapping[str, str]) -> float:
     """The seconds one fetch may take: ``$ANKLUME_FETCH_DEADLINE``, else :data:`DEFAULT_DEADLINE`."""
-    value = env.get(DEADLINE_ENV, "").strip()
-    if not value:
-        return DEFAULT_DEADLINE
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if not 0 < seconds < float("inf"):
-        raise AnklumeError(f"{DEADLINE_ENV}={value!r} is not a number of seconds above 0",
-                           f"unset it for the default ({DEFAULT_DEADLINE:g} s)")
-    return seconds
+    return positive_setting(env, DEADLINE_ENV, DEFAULT_DEADLINE, "seconds")
 
 
 def _size(n: int) -> str:

@@ -10,6 +10,7 @@ import time
 
 from anklume.backends.incus.client import IncusClient
 from anklume.errors import AnklumeError
+from anklume.fsio import pid_alive
 from anklume.units.unit import LEASE_KEY
 
 #: Seconds a lease is valid (a build that takes longer renews nothing: it is taken over after).
@@ -33,13 +34,9 @@ def lease_alive(value: str, *, now: float | None = None) -> bool:
     if expires <= (time.time() if now is None else now):
         return False
     if host == socket.gethostname() and pid > 0:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
+        return pid_alive(pid)
     return True
+
 
 def acquire_lease(client: IncusClient, holder: str, *, ttl: int = LEASE_TTL) -> str:
     """Take ``user.anklume.lease`` on the default project (compare-and-swap on its ETag), so two
