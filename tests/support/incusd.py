@@ -375,6 +375,12 @@ class PrivateIncus:
                     self.incus("profile", "delete", prof["name"], "--project", name)
         if name != "default":
             self.incus("project", "delete", name)
+            # the domain's bridge and ACL live in the default project (features.networks=false):
+            # gone with it, so that later tests on the shared daemon do not meet them
+            for kind, obj in (("network", f"net-{name}"), ("network acl", f"acl-{name}")):
+                found = self.incus(*kind.split(), "show", obj, check=False)
+                if "user.anklume.managed" in found:
+                    self.incus(*kind.split(), "delete", obj, check=False)  # best effort: cleanup
 
     def _import_image(self, files: images.ImageFiles, alias: str, project: str) -> str:
         fingerprint = files.fingerprint
