@@ -35,10 +35,7 @@ def atomic_write(path: Path, data: bytes) -> None:
     try:
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        _unlink_quietly(tmp)
         raise
 
 
@@ -173,10 +170,7 @@ def _write_temp(path: Path, data: bytes, *, sync: bool = False) -> Path:
         finally:
             os.close(fd)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        _unlink_quietly(tmp)
         raise
     return tmp
 
@@ -366,3 +360,11 @@ def default_cache_dir(env: Mapping[str, str]) -> Path:
     if env.get("XDG_CACHE_HOME"):
         return Path(env["XDG_CACHE_HOME"]) / "anklume"
     return Path.home() / ".cache" / "anklume"
+
+
+def _unlink_quietly(path: str | Path) -> None:
+    """Remove a temp file a failed write leaves, if it is there."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

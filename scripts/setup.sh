@@ -6,7 +6,8 @@
 # - adds the bookworm-backports suite (Incus is only packaged there for bookworm);
 # - installs the daemons the integration tests start privately (incusd, docker-registry), the
 #   tools used to build test images (busybox-static, mmdebstrap, ...), and a C compiler for the
-#   test double of the NVIDIA driver's libcuda (tests/support/fake_libcuda.c);
+#   test double of the NVIDIA driver's libcuda (tests/support/fake_libcuda.c); git (the lock's
+#   merge and diff drivers are tested in real repositories) and openssl (TLS test certificates);
 # - never enables or starts the packaged services (incus.service, docker-registry.service):
 #   the tests run their own daemons in a private network namespace / on loopback;
 # - creates the virtualenv .venv and installs the project with its test extras.
@@ -24,7 +25,7 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 
 backports_pkgs=(incus-base incus-client dnsmasq-base)
-main_pkgs=(busybox-static docker-registry iproute2 mmdebstrap xz-utils squashfs-tools gcc libc6-dev)
+main_pkgs=(busybox-static docker-registry iproute2 mmdebstrap xz-utils squashfs-tools gcc libc6-dev git openssl)
 services=(incus.service incus.socket incus-user.service incus-user.socket
           incus-startup.service docker-registry.service)
 

@@ -9,13 +9,12 @@ import pytest
 from tests.support.httpserve import StaticHTTPServer
 
 
-@pytest.fixture
-def http_serve() -> Iterator:
-    """A factory of loopback HTTP servers (tests.support.httpserve), stopped after the test."""
-    servers: list[StaticHTTPServer] = []
+def _servers(make) -> Iterator:
+    """A factory of servers made by ``make(*args, **options)``, each started, all stopped at the end."""
+    servers = []
 
-    def start(files=None, **options) -> StaticHTTPServer:
-        server = StaticHTTPServer(files, **options)
+    def start(*args, **options):
+        server = make(*args, **options)
         server.start()
         servers.append(server)
         return server
@@ -23,21 +22,19 @@ def http_serve() -> Iterator:
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def http_serve() -> Iterator:
+    """A factory of loopback HTTP servers (tests.support.httpserve): ``http_serve(files, **options)``,
+    stopped after the test."""
+    yield from _servers(StaticHTTPServer)
 
 
 @pytest.fixture
 def bad_serve() -> Iterator:
-    """A factory of misbehaving loopback HTTP servers (tests.support.badserve), stopped after the test."""
+    """A factory of misbehaving loopback HTTP servers (tests.support.badserve): ``bad_serve(routes)``,
+    stopped after the test."""
     from tests.support.badserve import BadServer
 
-    servers: list[BadServer] = []
-
-    def start(routes) -> BadServer:
-        server = BadServer(routes)
-        server.start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
+    yield from _servers(BadServer)

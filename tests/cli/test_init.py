@@ -5,7 +5,6 @@ repository's own config; a second run changes nothing.  The examples ship in the
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,6 @@ from anklume.cli import main
 from anklume.model.load import load_infra
 
 REPO = Path(__file__).resolve().parents[2]
-needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 GIT_ENV = {"GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
 
 
@@ -62,7 +60,6 @@ def test_a_second_run_changes_nothing_and_an_existing_infra_yml_is_never_touched
     assert files(tmp_path) == before
 
 
-@needs_git
 def test_in_a_git_work_tree_the_drivers_are_registered_once(tmp_path):
     git(tmp_path, "init", "-q")
     (tmp_path / ".gitattributes").write_text("*.png binary\n")
@@ -81,7 +78,6 @@ def test_in_a_git_work_tree_the_drivers_are_registered_once(tmp_path):
     assert files(tmp_path) == before and (tmp_path / ".git/config").read_bytes() == config_before
 
 
-@needs_git
 def test_a_project_in_a_subfolder_gets_its_own_gitattributes(tmp_path):
     git(tmp_path, "init", "-q")
     project = tmp_path / "infra" / "lab"

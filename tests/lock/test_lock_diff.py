@@ -78,7 +78,6 @@ def test_no_change(project):
     assert result.output == f"no pin changed between {project.parent / 'old.lock'} and anklume.lock\n"
 
 
-@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_diff_against_git_revisions(project, snapshot):
     def git(*args):
         subprocess.run(["git", *args], cwd=project, check=True, capture_output=True,

@@ -20,7 +20,6 @@ from anklume.lock.codec import decode_lock
 from tests.lock.conftest import GPU_ARGS, Cli
 from tests.support.lockfiles import EXAMPLES
 
-pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 
 GEMMA_PATH = "/registry/v2/library/gemma/manifests/2b"
 

@@ -3,7 +3,6 @@ trusted through SSL_CERT_FILE, in front of the misbehaving servers of tests/supp
 
 from __future__ import annotations
 
-import shutil
 import socket
 import ssl
 import subprocess
@@ -16,7 +15,6 @@ from anklume.resolve.http import Fetcher
 from tests.support.badserve import BadServer, Misbehaviour, redirect
 from tests.support.bounded import within
 
-pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 
 
 @pytest.fixture(scope="module")
