@@ -10,7 +10,9 @@
 - a GPU pin's driver files are the driver's (:mod:`anklume.resolve.driver`): each is mounted in
   the container's library directory or ``/usr/bin`` under a driver library's or program's name,
   from a host file of the same library (or program), each target once; ``files`` mode has files,
-  ``runtime`` mode none (a lock edited to mount ``/etc/shadow`` into a container is refused).
+  ``runtime`` mode none (a lock edited to mount ``/etc/shadow`` into a container is refused);
+- in a cluster, each machine is placed on a member the lock lists, on the one infra.yml names
+  when it names one, and a GPU pin's member is its machine's.
 
 Pure: no I/O.  ``lock_problems`` yields ``"<key path>: <problem>"``, first problem first.
 """
@@ -53,7 +55,19 @@ def lock_problems(lock: Lock) -> Iterator[str]:
             yield f"open_webui.locked.url: {locked.url!r} does not end in /{locked.filename}"
     for key, pin in lock.models.items():
         yield from _model_problems(key, pin)
+    cluster = lock.cluster
+    for machine, placed in (cluster.placement if cluster else {}).items():
+        if placed.locked.member not in cluster.members:
+            yield f"cluster.placement.{machine}.locked.member: {placed.locked.member!r} is not a member of cluster.members"
+        elif placed.original.target is not None and placed.original.target != placed.locked.member:
+            yield (f"cluster.placement.{machine}: infra.yml asks for member {placed.original.target!r} but the lock "
+                   f"places it on {placed.locked.member!r}")
     for key, pin in lock.gpus.items():
+        if pin.member is not None:
+            placed = cluster.placement.get(key) if cluster else None
+            if placed is None or placed.locked.member != pin.member:
+                yield (f"gpus.{key}.member: the GPU is on member {pin.member!r} but the machine is placed on "
+                       f"{placed.locked.member if placed else 'no member'!r}")
         if key != pin.original.machine:
             yield f"gpus.{key}.original.machine: the pin of {key!r} says it is the GPU of {pin.original.machine!r}"
         if pin.driver is not None:

@@ -26,9 +26,25 @@ _ENCODER = msgspec.json.Encoder(order="sorted")
 HASH_SCHEME = b"anklume-infra-v1\0"
 
 
+#: Keys added to the model after its first version, left out of the canonical encoding while they
+#: hold their default: an infra that does not use them keeps the hash it had (its lock stays fresh).
+_LATER_KEYS = {"domain": ("target",), "machine": ("target",)}
+
+
 def canonical_infra(infra: Infra) -> bytes:
     glob = msgspec.structs.replace(infra.global_, sources=SourcesSettings())
-    return _ENCODER.encode(msgspec.structs.replace(infra, global_=glob))
+    doc = msgspec.to_builtins(msgspec.structs.replace(infra, global_=glob))
+    for domain in (doc.get("domains") or {}).values():
+        _drop_unset(domain, _LATER_KEYS["domain"])
+        for machine in (domain.get("machines") or {}).values():
+            _drop_unset(machine, _LATER_KEYS["machine"])
+    return _ENCODER.encode(doc)
+
+
+def _drop_unset(doc: dict, keys: tuple[str, ...]) -> None:
+    for key in keys:
+        if doc.get(key) is None:
+            doc.pop(key, None)
 
 
 def infra_hash(infra: Infra) -> str:
@@ -36,6 +52,11 @@ def infra_hash(infra: Infra) -> str:
 
 
 def encode_lock(lock: Lock) -> bytes:
+    """The lock's bytes; a lock without a cluster has no ``cluster`` key (as before clusters)."""
+    if lock.cluster is None:
+        doc = msgspec.to_builtins(lock)
+        del doc["cluster"]
+        return msgspec.json.format(_ENCODER.encode(doc), indent=2) + b"\n"
     return msgspec.json.format(_ENCODER.encode(lock), indent=2) + b"\n"
 
 

@@ -39,6 +39,12 @@ MAX_VRAM_MIB = 2**24
 MAX_DRIVER_FILE_BYTES = 2**32
 #: Files of the GPU driver mounted into a container (the compute and utility set is about 20).
 MAX_DRIVER_FILES = 128
+#: One cluster member's hardware threads (the largest servers have under 2,000).
+MAX_CPU_THREADS = 2**20
+#: One cluster member's memory: 1 EiB.
+MAX_MEMORY_BYTES = 2**60
+#: Members of one cluster (Incus's raft database is meant for tens).
+MAX_MEMBERS = 1024
 
 
 # -- the forms of locked values.  Every pattern is anchored with \A and \Z (msgspec searches
@@ -78,6 +84,8 @@ PciId = _form(r"\A[0-9a-f]{4}\Z", "4 lower-case hex digits (a PCI id)")
 #: An absolute path whose every part starts with a letter, a digit or '_' (so never '..').
 AbsPath = _form(r"\A(/[A-Za-z0-9_][A-Za-z0-9_.:+~@=,-]*)+\Z", "an absolute path without '..'", 1024)
 GpuUuid = _form(r"\A[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}\Z", "a GPU UUID like GPU-9e1c631b-...")
+#: An Incus cluster member's name (anklume.model.names.MEMBER_RE).
+MemberName = _form(r"\A[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?\Z", "a cluster member name like m1")
 #: Free text (a GPU model, an OS name, a serial): one line of printable characters.
 Text = _form(r"\A[^\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]{0,256}\Z",
              "one line of at most 256 printable characters")
@@ -124,6 +132,9 @@ WheelSize = Annotated[int, msgspec.Meta(ge=0, le=MAX_WHEEL_BYTES)]
 ReleaseSize = Annotated[int, msgspec.Meta(gt=0, le=MAX_RELEASE_BYTES)]
 VramMib = Annotated[int, msgspec.Meta(ge=0, le=MAX_VRAM_MIB)]
 DriverFileSize = Annotated[int, msgspec.Meta(ge=0, le=MAX_DRIVER_FILE_BYTES)]
+#: A cluster member's hardware threads and memory (what placement weighs).
+CpuThreads = Annotated[int, msgspec.Meta(ge=1, le=MAX_CPU_THREADS)]
+MemoryBytes = Annotated[int, msgspec.Meta(ge=1, le=MAX_MEMORY_BYTES)]
 
 
 class Base(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -280,6 +291,44 @@ class GpuPin(Base, omit_defaults=True):
     # None in locks written before the driver was pinned (and for VMs): the container gets the
     # card only, as then; left out when written, so such a pin is kept byte for byte
     driver: GpuDriver | None = None
+    #: the cluster member whose slot ``locked.pci`` is (None: a single Incus server)
+    member: MemberName | None = None
+
+
+# -- an Incus cluster: its members and where each machine runs ------------------------------------
+
+
+class ClusterMember(Base, omit_defaults=True):
+    """A member as placement saw it (``/1.0/cluster/members`` and ``/1.0/resources?target=``).
+    ``cpu_threads`` and ``memory_bytes`` are None for a member that was offline when it was read:
+    it takes only the machines that name it."""
+
+    architecture: ArchName
+    cpu_threads: CpuThreads | None = None
+    memory_bytes: MemoryBytes | None = None
+
+
+class PlacementOriginal(Base, omit_defaults=True):
+    """What infra.yml asks: the machine's ``target``, else its domain's (None: anklume chooses)."""
+
+    target: MemberName | None = None
+
+
+class PlacementLocked(Base):
+    member: MemberName
+    reason: Text  # why this member: "target of machine web", "GPU 0000:04:00.0 free", "spread: ..."
+
+
+class Placement(Base):
+    original: PlacementOriginal
+    locked: PlacementLocked
+
+
+class Cluster(Base):
+    """The Incus cluster the lock was made for: its members, and each machine's member."""
+
+    members: Annotated[dict[MemberName, ClusterMember], msgspec.Meta(min_length=1, max_length=MAX_MEMBERS)]
+    placement: dict[MachineName, Placement] = {}
 
 
 # -- the lock -------------------------------------------------------------------
@@ -293,3 +342,5 @@ class Lock(Base):
     open_webui: OpenWebUIPin | None = None
     models: dict[str, ModelPin] = {}
     gpus: dict[str, GpuPin] = {}
+    #: None: a single Incus server (and the key is left out when written: such locks are as before)
+    cluster: Cluster | None = None

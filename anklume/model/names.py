@@ -22,6 +22,8 @@ PROFILE_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
 DEVICE_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
 ROLE_RE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,2}\Z")
 ANSIBLE_VAR_RE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
+#: Incus cluster members (``target``): a host name's characters, as ``incus cluster list`` shows them.
+MEMBER_RE = re.compile(r"\A[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?\Z")
 
 IMAGE_REMOTES = ("images", "local")
 DEFAULT_REGISTRY = "registry.ollama.ai"

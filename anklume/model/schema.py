@@ -55,6 +55,9 @@ class Machine(Base):
     # anklume additions
     models: list[str] | None = None  # Ollama model references pinned and placed
     vars: dict[str, Any] | None = None  # Ansible variables for the managed host_vars section
+    #: the Incus cluster member that runs it (Terraform's ``incus_instance.target``); None: the
+    #: domain's ``target``, else ``anklume lock`` places it (docs/cluster.md)
+    target: str | None = None
 
 
 #: The original's trust levels; only ``admin`` changes reachability (it reaches every domain).
@@ -68,6 +71,7 @@ class Domain(Base):
     trust_level: TrustLevel | None = None
     profiles: dict[str, dict[str, Any]] | None = None
     machines: dict[str, Machine] | None = None
+    target: str | None = None  # the default cluster member of its machines (docs/cluster.md)
 
 
 class OllamaSettings(Base):

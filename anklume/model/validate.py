@@ -11,7 +11,7 @@ import re
 
 from anklume.model.convert import Context
 from anklume.model.schema import Infra
-from anklume.model.names import (ANSIBLE_VAR_RE, DEVICE_RE, DOMAIN_RE, MACHINE_RE, PROFILE_RE,
+from anklume.model.names import (ANSIBLE_VAR_RE, DEVICE_RE, DOMAIN_RE, MACHINE_RE, MEMBER_RE, PROFILE_RE,
                                  ROLE_RE, check_model_ref, parse_image_ref, parse_model_ref)
 
 IFNAMSIZ = 15  # Linux interface names: at most 15 characters
@@ -47,6 +47,7 @@ def validate_infra(infra: Infra, ctx: Context) -> None:
                     "give each domain its own subnet_id (0-254)")
         else:
             subnet_owner[domain.subnet_id] = dname
+        _target(domain.target, dpath + ("target",), ctx)
         profiles = domain.profiles or {}
         for pname, profile in profiles.items():
             ppath = dpath + ("profiles", pname)
@@ -70,6 +71,7 @@ def validate_infra(infra: Infra, ctx: Context) -> None:
                 machine_owner[mname] = dname
             if machine.ip is not None:
                 _ip(mname, machine.ip, network, mpath + ("ip",), ip_owner, ctx)
+            _target(machine.target, mpath + ("target",), ctx)
             for i, prof in enumerate(machine.profiles or []):
                 if prof != "default" and prof not in profiles:
                     ctx.add(mpath + ("profiles", i), f"Machine '{mname}': profile '{prof}' not defined "
@@ -184,6 +186,12 @@ def _ip(mname: str, ip: str, network: ipaddress.IPv4Network | None, path, owners
     elif addr == network.network_address + 254:
         ctx.add(path, f"Machine '{mname}': IP {ip} is the gateway of {network} (the bridge's address)",
                 "the .254 address belongs to the domain's bridge; pick .1 to .253")
+
+
+def _target(member: str | None, path, ctx: Context) -> None:
+    if member is not None and not MEMBER_RE.fullmatch(member):
+        ctx.add(path, f"invalid cluster member name {member!r}",
+                "the name `incus cluster list` shows: letters, digits and inner '-', '_', '.' (at most 63)")
 
 
 def _image(ref: str | None, path, ctx: Context) -> None:
