@@ -24,6 +24,7 @@ from anklume.lock.schema import Lock
 from anklume.provision.artefacts import Provisioner
 from anklume.provision.readback import check_artefacts
 from anklume.store import SpecStore
+from anklume.units.cluster import is_clustered
 from anklume.units.findings import Finding
 from anklume.units.graph import Graph
 from anklume.units.inside import ARTEFACT_KINDS, INSIDE_KINDS, with_inside
@@ -38,7 +39,8 @@ def pools_of(graph: Graph) -> set[str]:
 def observe(graph: Graph, backend: Backend, *, exact_networks: bool) -> dict[str, LiveObject]:
     """What the daemon holds for ``graph``'s domains, plus the units inside instances."""
     domains = {u.name for u in graph if u.kind == "project"}
-    return with_inside(graph, backend.read_live(domains, pools_of(graph), exact_networks=exact_networks))
+    return with_inside(graph, backend.read_live(domains, pools_of(graph), exact_networks=exact_networks,
+                                                members=is_clustered(graph)))
 
 
 def observe_and_plan(graph: Graph, backend: Backend, specs: SpecStore, *, prune: bool, replace: bool,

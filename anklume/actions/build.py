@@ -33,6 +33,7 @@ from anklume.sources import incus_endpoint
 from anklume.store import ArtefactStore, SpecStore
 from anklume.units.graph import Graph
 from anklume.units.inside import INSIDE_KINDS, with_inside
+from anklume.units.cluster import down_members, unavailable_units
 from anklume.units.plan import Plan, mark_damaged, plan_changes
 from anklume.units.preflight import FIX, GpuRefusal, gpu_refusals, mark_refused, refused_units, without_refused
 
@@ -116,12 +117,28 @@ def report_orphans(out: Console, orphans, *, prune_them: bool, command: str) -> 
 
 def gpu_preflight(lock: Lock, graph: Graph, backend: IncusBackend) -> list[GpuRefusal]:
     """The locked GPUs of ``graph``'s machines against the host (:mod:`anklume.units.preflight`);
-    reads the host only when there are some."""
-    pins = [pin for machine, pin in lock.gpus.items() if f"instance:{machine}" in graph.units]
+    reads the host only when there are some.  In a cluster, each member's pins against that
+    member's resources (a member that does not answer is left to the plan: its units wait for it)."""
+    pins = {machine: pin for machine, pin in lock.gpus.items() if f"instance:{machine}" in graph.units}
     if not pins:
         return []
-    sources = [f.source for pin in pins if pin.driver is not None for f in pin.driver.files]
-    return gpu_refusals(lock, graph, host_gpus(backend.resources(), backend.endpoint, sources))
+    by_member: dict[str | None, dict] = {}
+    for machine, pin in pins.items():
+        by_member.setdefault(pin.member, {})[machine] = pin
+    here = backend.server_name() if any(by_member) else None
+    out: list[GpuRefusal] = []
+    for member, group in sorted(by_member.items(), key=lambda item: item[0] or ""):
+        sources = [f.source for pin in group.values() if pin.driver is not None for f in pin.driver.files]
+        try:
+            resources = backend.resources(member)
+        except AnklumeError:
+            if member is None:
+                raise
+            continue
+        # the driver files and nvidia-smi are this machine's: looked at only for the member it is
+        endpoint = backend.endpoint if member == here else f"member {member} of {backend.endpoint}"
+        out += gpu_refusals(msgspec.structs.replace(lock, gpus=group), graph, host_gpus(resources, endpoint, sources))
+    return out
 
 
 def print_refusals(out: Console, refusals: list[GpuRefusal], graph: Graph) -> None:
@@ -131,6 +148,17 @@ def print_refusals(out: Console, refusals: list[GpuRefusal], graph: Graph) -> No
         out.print(f"refused: {r.render()}", markup=False, highlight=False, soft_wrap=True)
         out.print(f"  hint: {FIX}; nothing of instance {r.machine} is built ({held} unit(s) with what is "
                   "placed in it)", markup=False, highlight=False, soft_wrap=True)
+
+
+def print_down(out: Console, down: dict[str, str], refused: dict[str, str]) -> None:
+    """One message per cluster member that takes no changes now, with what waits for it."""
+    for member, why in down.items():
+        waiting = sorted(uid for uid, r in refused.items() if r.startswith(why))
+        out.print(f"blocked: {why}", markup=False, highlight=False, soft_wrap=True)
+        out.print(f"  hint: {len(waiting)} unit(s) wait for it ({', '.join(waiting[:6])}"
+                  f"{', ...' if len(waiting) > 6 else ''}); everything on the other members is built; build "
+                  "again once it is back (`incus cluster list` shows its status)", markup=False, highlight=False,
+                  soft_wrap=True)
 
 
 def do_apply(project: Project, infra: Infra, lock: Lock, *, plan_only: bool, as_json: bool, jobs: int = 4,
@@ -155,28 +183,37 @@ def do_apply(project: Project, infra: Infra, lock: Lock, *, plan_only: bool, as_
     backend = IncusBackend(endpoint, owner=owner)
     refusals = gpu_preflight(lock, graph, backend)
     refused = refused_units(graph, refusals)
+    down: dict[str, str] = {}  # cluster member -> why it takes no changes now
 
-    def planned(plan: Plan) -> Plan:
+    def planned(plan: Plan, live) -> Plan:
+        nonlocal refused, down
+        down = down_members(graph, live, backend.endpoint)
+        refused = {**unavailable_units(graph, live, backend.endpoint), **refused_units(graph, refusals)}
         return mark_refused(mark_damaged(plan, artefact_damage(plan, graph, backend, lock, deep=deep)), refused)
 
     def refused_json() -> dict:
-        return {"refused": [r.render() for r in refusals]} if refusals else {}
+        return {**({"refused": [r.render() for r in refusals]} if refusals else {}),
+                **({"members_down": down} if down else {})}
+
+    def report_refused() -> None:
+        print_refusals(errors, refusals, graph)
+        print_down(errors, down, refused)
 
     if plan_only:
-        plan, _ = observe_and_plan(graph, backend, specs, prune=prune, replace=replace, owner=owner,
-                                   adopt=adopt, exact=deep)
-        plan = planned(plan)
+        plan, live = observe_and_plan(graph, backend, specs, prune=prune, replace=replace, owner=owner,
+                                      adopt=adopt, exact=deep)
+        plan = planned(plan, live)
         if as_json:
             out.print_json(json.dumps({**plan_json(plan), **refused_json()}))
         else:
             print_plan(plan, out)
-        print_refusals(errors, refusals, graph)
-        return 1 if refusals else plan.exit_code
+        report_refused()
+        return 1 if refusals or down else plan.exit_code
     provisioner = None
     with exclusive_build(project.root):
         plan, live = observe_and_plan(graph, backend, specs, prune=prune, replace=replace, owner=owner,
-                                   adopt=adopt, exact=deep)
-        plan = planned(plan)
+                                      adopt=adopt, exact=deep)
+        plan = planned(plan, live)
         runnable = without_refused(plan, refused)
         if runnable.pending:
             # changes to make: take the daemon-wide lease, then re-read what is about to change
@@ -212,15 +249,15 @@ def do_apply(project: Project, infra: Infra, lock: Lock, *, plan_only: bool, as_
                     out.print(f"kept {c.uid}: {c.blocked}", markup=False)
             if as_json:
                 out.print_json(json.dumps({**plan_json(plan), "results": {}, **refused_json()}))
-            elif refusals:
+            elif refused:
                 if plan.pending:
                     print_plan(plan, out)
                 out.print(f"nothing else to do ({len(graph) - len(refused)} units unchanged, "
-                          f"{len(refused)} refused)")
+                          f"{len(refused)} refused or waiting)")
             else:
                 out.print(f"nothing to do ({len(graph)} units unchanged)")
-            print_refusals(errors, refusals, graph)
-            return 1 if refusals else 0
+            report_refused()
+            return 1 if refusals or down else 0
     failed = [o for o in results.values() if o.status != "ok"]
     if as_json:
         done = {uid: {"status": o.status, "error": o.error, "seconds": round(o.seconds, 3)}
@@ -235,5 +272,5 @@ def do_apply(project: Project, infra: Infra, lock: Lock, *, plan_only: bool, as_
             out.print(f"[red]{o.status}[/] {escape(o.id)}: {escape(o.error or '')}", highlight=False)
             if verbose and o.trace:
                 out.print(o.trace.rstrip(), markup=False, highlight=False)
-    print_refusals(errors, refusals, graph)
-    return 1 if failed or refusals else 0
+    report_refused()
+    return 1 if failed or refusals or down else 0

@@ -12,9 +12,10 @@ from rich.table import Table
 
 from anklume.units.findings import Finding
 from anklume.units.key import short
-from anklume.units.plan import Plan, show_value
+from anklume.units.plan import ACTIONS, Plan, show_value
 
-_STYLE = {"create": "green", "update": "yellow", "replace": "bold magenta", "delete": "red", "unchanged": "dim"}
+_STYLE = {"create": "green", "update": "yellow", "replace": "bold magenta", "move": "cyan", "delete": "red",
+          "unchanged": "dim"}
 
 
 def plan_json(plan: Plan) -> dict[str, Any]:
@@ -23,7 +24,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
                      "fields": [msgspec.to_builtins(r) for r in c.reasons if r.text is None],
                      "blocked": c.blocked, "key": c.key, "recorded_key": c.old_key,
                      **({"rebuild": True} if c.rebuild else {})} for c in plan.changes],
-        "summary": {a: plan.count(a) for a in ("create", "update", "replace", "delete", "unchanged")},
+        "summary": {a: plan.count(a) for a in (*ACTIONS, "unchanged")},
         "pending": len(plan.pending),
     }
 

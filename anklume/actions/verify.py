@@ -91,8 +91,10 @@ def verify_live(project: Project, infra: Infra, lock: Lock, *, as_json: bool = F
     graph = project_units(project, infra, lock)
     backend = IncusBackend(endpoint)
     live = observe(graph, backend, exact_networks=True)
-    cards = parse_resources(backend.resources()) if lock.gpus else []
-    findings = live_findings(graph, live, lock, cards, owner=infra.project_name) + artefact_findings(
+    cards = parse_resources(backend.resources()) if any(p.member is None for p in lock.gpus.values()) else []
+    member_cards = {m: member_gpus(backend, m) for m in sorted({p.member for p in lock.gpus.values() if p.member})}
+    findings = live_findings(graph, live, lock, cards, owner=infra.project_name, member_cards=member_cards,
+                             endpoint=backend.endpoint) + artefact_findings(
         graph, live, backend, lock, deep=deep) + leftover_findings(backend, infra, graph, live) + \
         gpu_container_findings(backend, graph, live, lock)
     measured = run_probes(backend, infra) if probe else None
@@ -112,6 +114,14 @@ def verify_live(project: Project, infra: Infra, lock: Lock, *, as_json: bool = F
         if measured is not None:
             print_probes(measured, out)
     return 1 if findings or wrong else 0
+
+
+def member_gpus(backend: IncusBackend, member: str) -> list | None:
+    """The GPUs of cluster member ``member`` (``/1.0/resources?target=``); None when it does not answer."""
+    try:
+        return parse_resources(backend.resources(member))
+    except AnklumeError:
+        return None
 
 
 #: Probes sent at once, and the most seconds one may take (the exec included).

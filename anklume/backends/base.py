@@ -43,8 +43,9 @@ class Backend(Protocol):
     endpoint: str
 
     def read_live(self, domains: Iterable[str], pools: Iterable[str] = ("default",), *,
-                  exact_networks: bool = True) -> dict[str, LiveObject]:
-        """Every object anklume manages or would manage in ``domains``, by unit uid, in O(1) requests."""
+                  exact_networks: bool = True, members: bool = False) -> dict[str, LiveObject]:
+        """Every object anklume manages or would manage in ``domains``, by unit uid, in O(1) requests;
+        with ``members``, the cluster's members (``member:<name>``, their status)."""
 
     def refresh(self, objects: Mapping[str, LiveObject], targets: Iterable[Target]) -> dict[str, LiveObject]:
         """``objects`` with the targets re-read one by one (the plan made again under the lease)."""
@@ -64,5 +65,5 @@ class Backend(Protocol):
     def release_lease(self, value: str) -> None:
         """Give the lease back (only if it is still ``value``)."""
 
-    def resources(self) -> dict:
-        """``GET /1.0/resources`` (the GPU inventory)."""
+    def resources(self, target: str | None = None) -> dict:
+        """``GET /1.0/resources`` (the GPU inventory), of cluster member ``target`` when given."""

@@ -25,6 +25,7 @@ import msgspec
 
 from anklume.lock.schema import Lock
 from anklume.units.acl import rule_drift, show_rule
+from anklume.units.cluster import down_members, members_of
 from anklume.units.graph import Graph
 from anklume.units.inside import INSIDE_KINDS, record_key
 from anklume.units.plan import owner_of, show_value
@@ -150,20 +151,28 @@ def unit_findings(unit: Unit, obj: LiveObject | None) -> list[Finding]:
             out.append(Finding(uid, "config.volatile.base_image", fp, obj.config.get("volatile.base_image")))
         if obj.status != "Running":
             out.append(Finding(uid, "status", "Running", obj.status))
+    if unit.kind in ("instance", "volume") and spec.get("target") and obj.location != spec["target"]:
+        out.append(Finding(uid, "location", spec["target"], obj.location))  # the cluster member
     # a volume's spec has none: anklume creates it without one
     if obj.description != spec.get("description", ""):
         out.append(Finding(uid, "description", spec.get("description", ""), obj.description))
     return out
 
 
-def gpu_findings(lock: Lock, cards: Sequence[Any]) -> list[Finding]:
-    """Each pinned slot still holds a GPU of the pinned vendor/product (and uuid when known)."""
-    by_pci = {c.pci: c for c in cards}
+def gpu_findings(lock: Lock, cards: Sequence[Any], member_cards: Mapping[str, Sequence[Any] | None] = {}
+                 ) -> list[Finding]:
+    """Each pinned slot still holds a GPU of the pinned vendor/product (and uuid when known): of
+    this server (``cards``), or in a cluster of the pin's member (``member_cards``: member -> its
+    cards, None for a member that did not answer)."""
     out: list[Finding] = []
     for machine, pin in sorted(lock.gpus.items()):
         want = pin.locked
         uid = f"gpu:{machine}"
-        card = by_pci.get(want.pci)
+        pool = cards if pin.member is None else member_cards.get(pin.member)
+        if pool is None:
+            out.append(Finding(uid, "member", f"cluster member {pin.member} answering", "no answer"))
+            continue
+        card = {c.pci: c for c in pool}.get(want.pci)
         if card is None:
             out.append(Finding(uid, "pci", want.pci, f"no GPU at {want.pci}"))
             continue
@@ -179,10 +188,17 @@ def gpu_findings(lock: Lock, cards: Sequence[Any]) -> list[Finding]:
 
 
 def live_findings(graph: Graph, live: Mapping[str, LiveObject], lock: Lock, cards: Sequence[Any] = (),
-                  owner: str | None = None) -> list[Finding]:
+                  owner: str | None = None, member_cards: Mapping[str, Sequence[Any] | None] = {},
+                  endpoint: str = "Incus") -> list[Finding]:
     """``owner``: this infra's ``project_name``; another infra's objects are not orphans of this one,
-    and a unit's object that another infra wrote is a finding."""
+    and a unit's object that another infra wrote is a finding.  In a cluster, a member the lock
+    uses that is missing or not online is a finding, and each GPU is looked for on its member
+    (``member_cards``)."""
     out: list[Finding] = []
+    members = members_of(live)
+    for member, why in down_members(graph, live, endpoint).items():
+        found = members.get(member)
+        out.append(Finding(f"member:{member}", "status", "Online", found.status if found else None))
     for unit in graph:
         obj = live.get(unit.uid)
         if obj is not None and obj.owned_by_other(owner):
@@ -192,5 +208,5 @@ def live_findings(graph: Graph, live: Mapping[str, LiveObject], lock: Lock, card
         other = owner_of(obj, live)  # an ownerless object belongs to its project's owner, as in the plan
         if obj.managed and uid not in graph.units and not (owner is not None and other is not None and other != owner):
             out.append(Finding(uid, "managed", "not in the lock (orphan)", f"{obj.kind} {obj.object}"))
-    out += gpu_findings(lock, cards)
+    out += gpu_findings(lock, cards, member_cards)
     return out

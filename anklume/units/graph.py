@@ -166,6 +166,29 @@ def _with_key(unit: Unit, key: str) -> Unit:
     return msgspec.structs.replace(unit, key=key)
 
 
+def member_of(lock: Lock, machine: str) -> str | None:
+    """The cluster member the lock places ``machine`` on; None for a single Incus server.  A
+    cluster lock that does not place it is stale."""
+    if lock.cluster is None:
+        return None
+    placed = lock.cluster.placement.get(machine)
+    if placed is None:
+        raise StaleLock(f"the lock places machine {machine} on no cluster member", "run `anklume lock`")
+    return placed.locked.member
+
+
+def _place_volume(vunit: Unit, member: str, machine: str, volumes: dict[str, Unit]) -> None:
+    """A custom volume lives on the member of the instances that mount it (a ``dir`` or ``lvm``
+    pool is local to each member): its spec carries that member."""
+    placed = vunit.spec.get("target")
+    if placed is not None and placed != member:
+        raise StaleLock(f"storage volume {vunit.object} of domain {vunit.project} is mounted by machines the lock "
+                        f"places on members {placed} and {member} ({machine})",
+                        "run `anklume lock`: machines that share a volume are placed on one member")
+    if placed is None:
+        volumes[vunit.uid] = msgspec.structs.replace(vunit, spec={**vunit.spec, "target": member})
+
+
 def incus_units(infra: Infra, lock: Lock) -> list[Unit]:
     """The units of the Incus layer (not yet keyed)."""
     units: list[Unit] = []
@@ -225,7 +248,7 @@ def incus_units(infra: Infra, lock: Lock) -> list[Unit]:
                          spec={"pool": pool, "config": vconfig}, identity={"pool": pool},
                          after=(project_uid,))
             prior = volumes.get(vunit.uid)
-            if prior is not None and prior.spec != vunit.spec:
+            if prior is not None and {k: v for k, v in prior.spec.items() if k != "target"} != vunit.spec:
                 raise GraphError(f"storage volume {vname} of domain {dname} is declared twice with different "
                                  f"settings ({prior.spec} vs {vunit.spec})",
                                  "declare it the same way on every machine that mounts it")
@@ -259,9 +282,15 @@ def incus_units(infra: Infra, lock: Lock) -> list[Unit]:
                  "remote": pin.original.remote}
         spec = {"type": itype, "description": machine.description, "image": image,
                 "profiles": profiles, "config": config, "devices": devices, "state": "running"}
+        member = member_of(lock, mname)
+        if member is not None:
+            spec["target"] = member
+            for vname in machine.storage_volumes or {}:
+                _place_volume(volumes[uid_of("volume", f"{dname}/{vname}")], member, mname, volumes)
         units.append(Unit(kind="instance", name=mname, project=dname, object=mname, spec=spec,
                           identity={"type": itype, "project": dname, "fingerprint": pin.locked.fingerprint},
                           after=tuple(dict.fromkeys(after)), protected=protected))
+    units = [volumes[u.uid] if u.kind == "volume" else u for u in units]  # with their member
     known = {u.uid for u in units}
     for u in units:
         for dep in u.after:

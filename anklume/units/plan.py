@@ -48,7 +48,9 @@ from anklume.units.key import short
 from anklume.units.acl import acl_uid, bridge_uses_acl, rule_drift, show_rule
 from anklume.units.unit import DELETE_ORDER, LiveObject, Unit
 
-Action = Literal["create", "update", "replace", "delete", "unchanged"]
+Action = Literal["create", "update", "replace", "move", "delete", "unchanged"]
+#: The actions a plan counts, in the order its summary names them.
+ACTIONS: tuple[Action, ...] = ("create", "update", "replace", "move", "delete")
 
 
 class Reason(msgspec.Struct, frozen=True):
@@ -96,7 +98,7 @@ class Plan(msgspec.Struct, frozen=True):
         return EXIT_CHANGES if self.pending else EXIT_OK
 
     def summary(self) -> str:
-        parts = [f"{self.count(a)} to {a}" for a in ("create", "update", "replace", "delete") if self.count(a)]
+        parts = [f"{self.count(a)} to {a}" for a in ACTIONS if self.count(a)]
         parts.append(f"{self.count('unchanged')} unchanged")
         return ", ".join(parts)
 
@@ -252,6 +254,9 @@ def _change(unit: Unit, obj: LiveObject | None, ctx: _Context) -> Change:
         return Change(action="replace", uid=unit.uid, key=unit.key, reasons=[Reason(
             "key", text=f"instance {unit.object} carries no recorded key and is not protected: left half-created "
                         "by an interrupted build (or its key was removed): re-created")])
+    moved = _move(unit, obj, ctx)
+    if moved is not None:
+        return moved
     if unit.kind == "network" and obj.status not in (None, "Created"):
         return Change(action="replace", uid=unit.uid, key=unit.key, old_key=old_key,
                       reasons=[Reason("status", obj.status, "Created")])
@@ -274,6 +279,31 @@ def _change(unit: Unit, obj: LiveObject | None, ctx: _Context) -> Change:
     if edited:
         return Change(action="update", uid=unit.uid, key=unit.key, old_key=old_key, reasons=edited)
     return Change(action="unchanged", uid=unit.uid, key=unit.key, old_key=old_key)
+
+
+def _move(unit: Unit, obj: LiveObject, ctx: _Context) -> Change | None:
+    """An instance on another cluster member than the lock's: **move**d (stopped, moved, its spec
+    applied, started); a protected one only with ``--replace`` (its root filesystem is copied
+    to the new member and deleted from the old one).  A custom volume on another member is
+    blocked: the instances that mount it move with it by hand."""
+    target = unit.spec.get("target")
+    if target is None or obj.location is None or obj.location == target:
+        return None
+    reasons = [Reason("location", obj.location, target,
+                      text=f"member: {obj.location} -> {target} (the lock places it there)")]
+    if unit.kind == "volume":
+        return Change(action="move", uid=unit.uid, key=unit.key, old_key=obj.key, reasons=reasons, blocked=(
+            f"volume {unit.object} is on member {obj.location}: anklume does not move data between members. Move "
+            f"it by hand (incus storage volume move {obj.pool}/{unit.object} {obj.pool}/{unit.object} --project "
+            f"{unit.project} --target {obj.location} --destination-target {target}), or place the machines that "
+            f"mount it on {obj.location} (target: in infra.yml, then `anklume lock`)"))
+    if unit.kind != "instance":
+        return None
+    blocked = None
+    if (obj.protected or unit.protected) and not ctx.replace:
+        blocked = (f"{unit.object} is protected (ephemeral: false): moving it stops it and copies its root "
+                   f"filesystem from {obj.location} to {target}: pass --replace to move it")
+    return Change(action="move", uid=unit.uid, key=unit.key, old_key=obj.key, reasons=reasons, blocked=blocked)
 
 
 def _acl_edited(unit: Unit, obj: LiveObject, ctx: _Context) -> list[Reason]:

@@ -67,6 +67,10 @@ class LiveObject(msgspec.Struct, frozen=True, kw_only=True):
     type: str | None = None  # instances: "container" / "virtual-machine"; networks: "bridge"
     pool: str | None = None  # volumes
     architecture: str | None = None  # instances
+    #: the cluster member an instance or a custom volume is on (Incus says "none" on a single
+    #: server); for a ``member`` (a cluster member: ``kind="member"``, read with the live state
+    #: of a cluster build) its ``status`` is the cluster's ("Online", "Offline", "Evacuated"...)
+    location: str | None = None
     #: Config values Incus fills in from elsewhere when it creates the object, read by ``verify
     #: --live`` only (a volume: its pool's ``volume.*`` defaults, see anklume.units.findings).
     defaults: dict[str, str] = {}

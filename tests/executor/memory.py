@@ -26,7 +26,7 @@ class MemoryBackend:
         self.max_running = 0
         self._lock = threading.Lock()
 
-    def read_live(self, domains, pools=("default",), *, exact_networks=True):
+    def read_live(self, domains, pools=("default",), *, exact_networks=True, members=False):
         self.reads += 1
         return dict(self.objects)
 
@@ -53,7 +53,7 @@ class MemoryBackend:
     def release_lease(self, value):
         pass
 
-    def resources(self):
+    def resources(self, target=None):
         return {"gpu": {"cards": []}}
 
     def apply(self, change: Change, unit: Unit | None, obj: LiveObject | None, *, replace: bool = False) -> None:

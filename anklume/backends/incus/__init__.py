@@ -42,15 +42,20 @@ class IncusBackend:
     # -- reading ----------------------------------------------------------------------------------
 
     def read_live(self, domains: Iterable[str], pools: Iterable[str] = ("default",), *,
-                  exact_networks: bool = True) -> dict[str, LiveObject]:
-        return live.read_live(self.client, domains, pools, exact_networks=exact_networks)
+                  exact_networks: bool = True, members: bool = False) -> dict[str, LiveObject]:
+        return live.read_live(self.client, domains, pools, exact_networks=exact_networks, members=members)
 
     def refresh(self, objects: Mapping[str, LiveObject],
                 targets: Iterable[tuple[str, str, str, str, str | None]]) -> dict[str, LiveObject]:
         return live.refresh(self.client, objects, targets)
 
-    def resources(self) -> dict:
-        return self.client.get("resources")
+    def server_name(self) -> str | None:
+        """The cluster member answering at this endpoint; None for a server that is not clustered."""
+        env = self.client.pylxd().host_info.get("environment") or {}  # GET /1.0, read when it connected
+        return env.get("server_name") if env.get("server_clustered") else None
+
+    def resources(self, target: str | None = None) -> dict:
+        return self.client.get("resources", **({"target": target} if target else {}))
 
     # -- writing ----------------------------------------------------------------------------------
 
@@ -62,6 +67,9 @@ class IncusBackend:
             assert obj is not None
             return self.objects.delete(obj)
         assert unit is not None
+        if unit.kind == "instance" and change.action == "move":
+            assert obj is not None
+            return self.instances.move(unit, obj)
         if unit.kind == "instance":
             return self.instances.apply(change, unit, obj)
         getattr(self.objects, f"apply_{unit.kind}")(change, unit, obj)

@@ -20,7 +20,7 @@ BRIDGE_MIRROR_KEY = "user.anklume.bridge-key"
 ACL_MIRROR_KEY = "user.anklume.acl-key"
 
 def read_live(client: IncusClient, domains: Iterable[str], pools: Iterable[str] = ("default",), *,
-              exact_networks: bool = True) -> dict[str, LiveObject]:
+              exact_networks: bool = True, members: bool = False) -> dict[str, LiveObject]:
     """Every object anklume manages or would manage, by unit uid, in O(1) requests.
 
     ``exact_networks=False`` (the plan of a build) skips Incus's slowest listing,
@@ -31,9 +31,14 @@ def read_live(client: IncusClient, domains: Iterable[str], pools: Iterable[str] 
     key is recorded, so it never names a key the bridge does not carry.  What it cannot see
     is a bridge deleted and re-created by hand under the same name: ``verify --live`` reads
     the bridges themselves.  It also reads the storage pools (one more request), for the
-    defaults Incus copies from a pool into each new volume (:func:`volume_defaults`)."""
+    defaults Incus copies from a pool into each new volume (:func:`volume_defaults`).
+
+    ``members`` (a lock made for a cluster): the cluster's members too, one request, as
+    ``member:<name>`` objects whose status is the cluster's (:func:`read_members`)."""
     domains = set(domains)
     live: dict[str, LiveObject] = {}
+    if members:
+        live.update(read_members(client))
 
     def put(obj: LiveObject) -> None:
         prior = live.get(obj.uid)
@@ -78,6 +83,18 @@ def read_live(client: IncusClient, domains: Iterable[str], pools: Iterable[str] 
         if name[4:] in domains or (n.get("config") or {}).get(MANAGED_KEY) == "true":
             put(parse_network(n))
     return live
+
+def read_members(client: IncusClient) -> dict[str, LiveObject]:
+    """The cluster's members (``GET /1.0/cluster/members?recursion=1``) as ``member:<name>``
+    objects: ``status`` as the cluster says ("Online", "Offline", "Evacuated", ...),
+    ``description`` its message ("Fully operational", "No heartbeat for 21s (...)"); none for a
+    server that is not clustered."""
+    try:
+        listed = client.get("cluster/members", recursion="1") or []
+    except IncusApiError:  # not clustered: "Server isn't part of a cluster"
+        return {}
+    return {f"member:{m['server_name']}": parse_member(m) for m in listed}
+
 
 def _read_acls(client: IncusClient, domains: set[str], put, mirrors: Mapping[str, dict[str, str]], *,
                exact: bool) -> None:
@@ -203,13 +220,27 @@ def parse_instance(inst: dict, project: str) -> LiveObject:
     return LiveObject(kind="instance", name=inst["name"], project=project, object=inst["name"],
                       config=inst.get("config") or {}, devices=inst.get("devices") or {},
                       description=inst.get("description") or "", profiles=list(inst.get("profiles") or []),
-                      status=inst.get("status"), type=inst.get("type"), architecture=inst.get("architecture"))
+                      status=inst.get("status"), type=inst.get("type"), architecture=inst.get("architecture"),
+                      location=_location(inst))
+
+
+def _location(obj: dict) -> str | None:
+    """The member an object is on; None on a single server (Incus says "none")."""
+    where = obj.get("location")
+    return None if where in (None, "", "none") else where
+
+
+def parse_member(m: dict) -> LiveObject:
+    return LiveObject(kind="member", name=m["server_name"], project="default", object=m["server_name"],
+                      status=m.get("status"), description=m.get("message") or "",
+                      architecture=m.get("architecture"))
 
 def parse_volume(vol: dict, project: str, pool: str, pool_config: Mapping[str, str] | None = None) -> LiveObject:
     """``pool_config``: the config of the volume's pool, when read (for :func:`volume_defaults`)."""
     return LiveObject(kind="volume", name=f"{project}/{vol['name']}", project=project, object=vol["name"],
                       config=vol.get("config") or {}, description=vol.get("description") or "", pool=pool,
-                      defaults=volume_defaults(pool_config) if pool_config is not None else {})
+                      defaults=volume_defaults(pool_config) if pool_config is not None else {},
+                      location=_location(vol))
 
 
 #: What block-backed drivers (lvm, ceph, zfs in block mode) write into a new filesystem volume

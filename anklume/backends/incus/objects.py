@@ -11,6 +11,9 @@ half-way: they get their key in a last PATCH, after everything else succeeded.  
 
 from __future__ import annotations
 
+import threading
+from urllib.parse import unquote
+
 from anklume.backends.incus.client import IncusApiError, IncusClient, NotFound
 from anklume.backends.incus.instance import OWNED_PREFIXES, InstanceWriter, marks
 from anklume.backends.incus.live import ACL_MIRROR_KEY, BRIDGE_MIRROR_KEY
@@ -25,6 +28,8 @@ class ObjectWriter:
         self.client = client
         self.owner = owner  # written as user.anklume.owner on every object it creates or updates
         self.instances = instances
+        self._members: list[str] | None = None
+        self._guard = threading.Lock()
 
     def apply_project(self, change: Change, unit: Unit, obj: LiveObject | None) -> None:
         config = {**unit.spec["config"], **marks(self.owner, unit.key)}
@@ -48,6 +53,11 @@ class ObjectWriter:
             obj = None
         config = {**unit.spec["config"], **marks(self.owner, None)}
         if obj is None:
+            # in a cluster, a bridge is made on every member first ("Pending"), then created
+            # everywhere at once by the request without a target (Incus refuses it otherwise)
+            for member in self.cluster_members():
+                self.client.request("post", "networks", params={"target": member},
+                                    body={"name": unit.object, "type": unit.spec["type"], "config": {}})
             self.client.request("post", "networks", body={"name": unit.object, "type": unit.spec["type"],
                                                     "description": unit.spec["description"], "config": config})
         else:
@@ -58,6 +68,17 @@ class ObjectWriter:
         self.client.request("patch", f"networks/{unit.object}", body={"description": unit.spec["description"],
                                                                "config": {**config, UNIT_KEY: unit.key}})
         self.mirror_bridge_key(unit.name, unit.key)
+
+    def cluster_members(self) -> list[str]:
+        """The members of the cluster the server belongs to (none for a single server), read once."""
+        with self._guard:
+            if self._members is None:
+                try:
+                    listed = self.client.get("cluster/members") or []
+                except IncusApiError:  # "Server isn't part of a cluster"
+                    listed = []
+                self._members = sorted(unquote(url.rsplit("/", 1)[-1]) for url in listed)
+            return self._members
 
     def mirror_bridge_key(self, domain: str, key: str) -> None:
         self.mirror_key(domain, BRIDGE_MIRROR_KEY, key)
@@ -111,8 +132,9 @@ class ObjectWriter:
             self.client.request("delete", f"storage-pools/{obj.pool}/volumes/custom/{obj.object}",
                                 params={"project": obj.project})
             obj = None
-        if obj is None:
-            self.client.request("post", f"storage-pools/{pool}/volumes/custom", params=params,
+        if obj is None:  # in a cluster, on the member of the instances that mount it
+            where = {**params, **({"target": unit.spec["target"]} if unit.spec.get("target") else {})}
+            self.client.request("post", f"storage-pools/{pool}/volumes/custom", params=where,
                          body={"name": unit.object, "type": "custom", "config": config})
         else:
             keep = {k: v for k, v in obj.config.items() if k.startswith(OWNED_PREFIXES)}

@@ -1,0 +1,129 @@
+"""A build across a cluster, pure parts: the member in the units, the move, the members that are
+down, and what verify --live reports (anklume.units.cluster, plan, findings)."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from anklume.errors import StaleLock
+from anklume.lock.schema import Cluster, ClusterMember, Placement, PlacementLocked, PlacementOriginal
+from anklume.units.build import build_units
+from anklume.units.cluster import down_members, is_clustered, unavailable_units
+from anklume.units.findings import live_findings
+from anklume.units.plan import plan_changes
+from anklume.units.unit import LiveObject
+from tests.units.infra import make_infra, make_lock, two_domains
+from tests.units.test_plan import actions, live_of
+
+PLACES = {"alpha-web": "m1", "alpha-db": "m2", "beta-app": "m3"}
+
+
+def clustered(places=PLACES, doc=None):
+    infra = make_infra(doc or two_domains())
+    lock = make_lock(infra)
+    members = {m: ClusterMember(architecture="x86_64", cpu_threads=2, memory_bytes=2**34) for m in ("m1", "m2", "m3")}
+    placement = {name: Placement(original=PlacementOriginal(), locked=PlacementLocked(member=m, reason="spread"))
+                 for name, m in places.items()}
+    lock = msgspec.structs.replace(lock, cluster=Cluster(members=members, placement=placement))
+    return infra, lock, build_units(infra, lock)
+
+
+def members(**status) -> dict[str, LiveObject]:
+    return {f"member:{m}": LiveObject(kind="member", name=m, project="default", object=m,
+                                      status=status.get(m, "Online"),
+                                      description="No heartbeat for 21s" if status.get(m, "Online") != "Online"
+                                      else "Fully operational")
+            for m in ("m1", "m2", "m3")}
+
+
+def placed(graph, **locations) -> dict[str, LiveObject]:
+    """The live state after a build, each instance on its member (``locations`` overrides)."""
+    out = live_of(graph)
+    for uid, obj in list(out.items()):
+        if obj.kind == "instance":
+            where = locations.get(obj.name, graph[uid].spec["target"])
+            out[uid] = msgspec.structs.replace(obj, location=where)
+    return out
+
+
+def test_the_member_is_in_the_instance_spec_and_only_in_a_cluster():
+    _, _, g = clustered()
+    assert {u.name: u.spec["target"] for u in g if u.kind == "instance"} == PLACES
+    assert is_clustered(g)
+    single = build_units(make_infra(two_domains()), make_lock(make_infra(two_domains())))
+    assert not is_clustered(single)
+    assert all("target" not in u.spec for u in single)
+    # the member enters the key: a machine placed elsewhere is re-applied (moved)
+    _, _, moved = clustered({**PLACES, "alpha-web": "m2"})
+    assert moved["instance:alpha-web"].key != g["instance:alpha-web"].key
+    assert moved["instance:alpha-db"].key == g["instance:alpha-db"].key
+
+
+def test_a_cluster_lock_that_does_not_place_a_machine_is_stale():
+    with pytest.raises(StaleLock, match="places machine beta-app on no cluster member"):
+        clustered({"alpha-web": "m1", "alpha-db": "m2"})
+
+
+def test_a_volume_lives_on_the_member_of_the_machines_that_mount_it():
+    doc = two_domains()
+    vol = {"data": {"path": "/srv/data"}}
+    doc["domains"]["alpha"]["machines"]["alpha-web"]["storage_volumes"] = vol
+    doc["domains"]["alpha"]["machines"]["alpha-db"]["storage_volumes"] = vol
+    _, _, g = clustered({**PLACES, "alpha-db": "m1"}, doc)
+    assert g["volume:alpha/data"].spec["target"] == "m1"
+    with pytest.raises(StaleLock, match="mounted by machines the lock places on members m1 and m2"):
+        clustered(PLACES, doc)
+
+
+def test_a_built_cluster_is_unchanged_and_a_machine_elsewhere_is_moved():
+    _, _, g = clustered()
+    live = {**placed(g), **members()}
+    assert actions(plan_changes(g, live)) == {}
+    plan = plan_changes(g, {**placed(g, **{"beta-app": "m1"}), **members()})
+    assert actions(plan) == {"instance:beta-app": "move"}
+    change = next(c for c in plan.changes if c.action == "move")
+    assert change.reasons[0].render() == "member: m1 -> m3 (the lock places it there)"
+    assert change.blocked is None and plan.exit_code == 2
+    assert plan.summary().startswith("1 to move,")
+
+
+def test_a_protected_machine_moves_only_with_replace():
+    _, _, g = clustered()
+    live = {**placed(g, **{"alpha-db": "m3"}), **members()}  # alpha-db is protected (ephemeral: false)
+    blocked = next(c for c in plan_changes(g, live).changes if c.uid == "instance:alpha-db")
+    assert blocked.action == "move" and "pass --replace to move it" in blocked.blocked
+    allowed = next(c for c in plan_changes(g, live, replace=True).changes if c.uid == "instance:alpha-db")
+    assert allowed.action == "move" and allowed.blocked is None
+
+
+def test_units_on_a_member_that_is_down_wait_for_it_and_the_others_do_not():
+    _, _, g = clustered()
+    live = {**placed(g), **members(m3="Offline")}
+    waiting = unavailable_units(g, live)
+    assert set(waiting) == {"instance:beta-app"}
+    assert waiting["instance:beta-app"] == "cluster member m3 is Offline: No heartbeat for 21s"
+    assert down_members(g, live) == {"m3": "cluster member m3 is Offline: No heartbeat for 21s"}
+    assert unavailable_units(g, {**placed(g), **members()}) == {}
+
+
+def test_a_member_gone_from_the_cluster_and_a_server_that_is_not_one():
+    _, _, g = clustered()
+    live = {uid: o for uid, o in {**placed(g), **members()}.items() if uid != "member:m2"}
+    assert "is not in the cluster (its members: m1, m3)" in unavailable_units(g, live)["instance:alpha-db"]
+    no_cluster = unavailable_units(g, placed(g), "/var/lib/incus/unix.socket")
+    assert set(no_cluster) == {f"instance:{m}" for m in PLACES}
+    assert "/var/lib/incus/unix.socket is not a cluster" in no_cluster["instance:alpha-web"]
+
+
+def test_verify_reports_the_wrong_member_and_a_member_down():
+    infra, lock, g = clustered()
+    # (live_of leaves descriptions out: those findings are the same in both states)
+    base = {f.render() for f in live_findings(g, {**placed(g), **members()}, lock, owner=infra.project_name)}
+    assert not [f for f in base if "location" in f or "member" in f]
+    found = live_findings(g, {**placed(g, **{"alpha-web": "m2"}), **members(m3="Offline")}, lock,
+                          owner=infra.project_name)
+    assert sorted({f.render() for f in found} - base) == [
+        "instance:alpha-web: location: expected 'm1', found 'm2'",
+        "member:m3: status: expected 'Online', found 'Offline'",
+    ]
