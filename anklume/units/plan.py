@@ -46,6 +46,7 @@ from anklume.units.graph import Graph
 from anklume.units.inside import INSIDE_KINDS, unrecorded
 from anklume.units.key import short
 from anklume.units.acl import acl_uid, bridge_uses_acl, rule_drift, show_rule
+from anklume.units.cluster import member_problem, members_of
 from anklume.units.unit import DELETE_ORDER, LiveObject, Unit
 
 Action = Literal["create", "update", "replace", "move", "delete", "unchanged"]
@@ -213,6 +214,9 @@ def _change(unit: Unit, obj: LiveObject | None, ctx: _Context) -> Change:
     if obj is None:
         return Change(action="create", uid=unit.uid, key=unit.key, reasons=[Reason("object", text=unrecorded(unit)
                       if unit.kind in INSIDE_KINDS else f"{unit.kind} {unit.object} does not exist")])
+    unreadable = _on_a_member_down(unit, obj, ctx)
+    if unreadable is not None:
+        return unreadable
     old_key = obj.key
     adopted = unit.uid in ctx.adopt
     live_id = obj.identity()
@@ -279,6 +283,18 @@ def _change(unit: Unit, obj: LiveObject | None, ctx: _Context) -> Change:
     if edited:
         return Change(action="update", uid=unit.uid, key=unit.key, old_key=old_key, reasons=edited)
     return Change(action="unchanged", uid=unit.uid, key=unit.key, old_key=old_key)
+
+
+def _on_a_member_down(unit: Unit, obj: LiveObject, ctx: _Context) -> Change | None:
+    """An instance (or volume) on a cluster member that is not online: Incus lists it without its
+    config (status "Error"), so nothing about it can be compared: it waits for its member."""
+    if obj.location is None or f"member:{obj.location}" not in ctx.live:
+        return None
+    problem = member_problem(obj.location, members_of(ctx.live))
+    if problem is None:
+        return None
+    return Change(action="update", uid=unit.uid, key=unit.key, old_key=obj.key, blocked=problem, reasons=[Reason(
+        "member", text=f"{unit.kind} {unit.object} is on cluster member {obj.location}: its state cannot be read")])
 
 
 def _move(unit: Unit, obj: LiveObject, ctx: _Context) -> Change | None:

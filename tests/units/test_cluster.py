@@ -127,3 +127,16 @@ def test_verify_reports_the_wrong_member_and_a_member_down():
         "instance:alpha-web: location: expected 'm1', found 'm2'",
         "member:m3: status: expected 'Online', found 'Offline'",
     ]
+
+
+def test_an_instance_on_a_member_that_is_down_is_not_compared_but_waits():
+    _, _, g = clustered()
+    live = {**placed(g), **members(m3="Offline")}
+    # what Incus lists for it meanwhile: no config, status Error
+    live["instance:beta-app"] = LiveObject(kind="instance", name="beta-app", project="beta", object="beta-app",
+                                           status="Error", location="m3")
+    change = next(c for c in plan_changes(g, live).changes if c.uid == "instance:beta-app")
+    assert change.action == "update"
+    assert change.reasons[0].render() == "instance beta-app is on cluster member m3: its state cannot be read"
+    assert change.blocked == "cluster member m3 is Offline: No heartbeat for 21s"
+    assert actions(plan_changes(g, live)) == {"instance:beta-app": "update"}

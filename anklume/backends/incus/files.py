@@ -17,6 +17,7 @@ import io
 import math
 import os
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -218,9 +219,18 @@ class InstanceIO:
                     raise late from None
                 raise
 
-        op = self._call(what, wait_for_it)
-        meta = op.get("metadata") or {}
-        status = meta.get("status")
+        # in a cluster, the wait of an exec running on another member than the one asked is
+        # answered at once, the operation still "Running" (Incus 6.0): asked again until it ends
+        deadline = time.monotonic() + wait
+        pause = 0.02
+        while True:
+            op = self._call(what, wait_for_it)
+            meta = op.get("metadata") or {}
+            status = meta.get("status")
+            if status != "Running" or time.monotonic() >= deadline:
+                break
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
         if status == "Running":
             raise late
         if status != "Success":
