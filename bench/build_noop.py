@@ -3,8 +3,14 @@ that has nothing to do (and its API requests), against the original's way of loo
 ``incus`` CLI call per resource per run), measured in the same run on the same daemon.
 
     .venv/bin/python bench/build_noop.py [--domains 20] [--machines 5] [--runs 7]
+    .venv/bin/python bench/build_noop.py --cluster 3 [--domains 4] [--machines 3]
 
-Needs root (a private incusd in a network namespace, as the integration tests).
+``--cluster N``: the same infra on a single private incusd and on a real N-member cluster
+(``tests.support.cluster.PrivateCluster``), its machines spread over the members, both started in
+the same run: the no-op build's median time and API requests on each, and the requests each
+member served (the daemon's own log of API requests, one ``incus monitor`` per member).
+
+Needs root (private daemons in network namespaces, as the integration tests).
 """
 
 from __future__ import annotations
@@ -45,20 +51,24 @@ def infra_doc(domains: int, machines: int) -> dict:
 
 
 class Bench:
-    def __init__(self, incus, tmp: Path, doc: dict):
+    def __init__(self, incus, tmp: Path, doc: dict, *, members: list[str] = (), socket: str | None = None):
         self.incus = incus
         self.doc = doc
+        self.socket = socket or incus.socket
+        tmp.mkdir(parents=True, exist_ok=True)
         self.project = Project(tmp / "infra.yml")
         self.project.infra_file.write_text("# bench\n")
         self.store = SpecStore(tmp / "specs")
         self.fp = incus.ensure_busybox_image()
         self.infra = make_infra(doc)
         self.lock = make_lock(self.infra, default_fp=self.fp)
+        if members:
+            self.lock = spread(self.lock, self.infra, list(members))
 
     def build(self, *, jobs: int = 4, infra=None) -> tuple[int, str]:
         buf = io.StringIO()
         rc = do_apply(self.project, infra or self.infra, self.lock, plan_only=False, as_json=False, jobs=jobs,
-                      endpoint=self.incus.socket, specs=self.store, console=Console(file=buf, width=200))
+                      endpoint=self.socket, specs=self.store, console=Console(file=buf, width=200))
         return rc, buf.getvalue()
 
     def cli_noop(self, runs: int) -> tuple[float, list[float]]:
@@ -100,6 +110,68 @@ class Bench:
         return calls
 
 
+def spread(lock, infra, members: list[str]):
+    """``lock`` with a cluster section: the machines dealt over ``members`` in turn."""
+    import msgspec
+
+    from anklume.lock.schema import Cluster, ClusterMember, Placement, PlacementLocked, PlacementOriginal
+    from anklume.model.needs import iter_machines
+
+    placement = {m: Placement(original=PlacementOriginal(),
+                              locked=PlacementLocked(member=members[i % len(members)], reason="bench: in turn"))
+                 for i, (_d, _dom, m, _mach) in enumerate(iter_machines(infra))}
+    cluster = Cluster(members={m: ClusterMember(architecture="x86_64") for m in members}, placement=placement)
+    return msgspec.structs.replace(lock, cluster=cluster)
+
+
+def noop_figures(bench: Bench, runs: int, watch: dict) -> tuple[float, int, dict[str, int]]:
+    """Full build, then (median no-op seconds, requests anklume sent, requests each member served)."""
+    rc, out = bench.build()
+    assert rc == 0, out
+    served = {}
+    counters = {name: EventCounter(target) for name, target in watch.items()}
+    for c in counters.values():
+        c.start()
+    try:
+        rc, out = bench.build()
+        for c in counters.values():
+            c.flush()
+    finally:
+        for c in counters.values():
+            c.stop()
+    assert rc == 0 and "nothing to do" in out, out
+    for name, c in counters.items():
+        assert c.writes == 0 and c.api_writes == 0, (name, c.actions())
+        served[name] = len(c.requests)
+    sent = served[next(iter(watch))]  # anklume talks to the first one only
+    median, _ = timed(lambda: bench.build(), runs)
+    return median, sent, served
+
+
+def cluster_main(args) -> None:
+    from types import SimpleNamespace
+
+    from tests.support.cluster import PrivateCluster
+
+    doc = infra_doc(args.domains, args.machines)
+    machines = args.domains * args.machines
+    with tempfile.TemporaryDirectory() as tmp, PrivateIncus() as incus, PrivateCluster(members=args.cluster) as cl:
+        single = Bench(incus, Path(tmp) / "single", doc)
+        t_single, sent_single, _ = noop_figures(single, args.runs, {"daemon": incus})
+        names = [m.name for m in cl.members]
+        clustered = Bench(cl, Path(tmp) / "cluster", doc, members=names, socket=cl.socket(names[0]))
+        watch = {n: SimpleNamespace(env=cl.env(n), socket=cl.socket(n)) for n in names}
+        t_cluster, sent_cluster, served = noop_figures(clustered, args.runs, watch)
+        print(f"no-op build, {args.domains} domains x {args.machines} machines ({machines} instances), median of "
+              f"{args.runs}:")
+        print(f"  single daemon: {t_single * 1000:.0f} ms, {sent_single} API requests")
+        print(f"  {args.cluster}-member cluster (machines dealt over the members): {t_cluster * 1000:.0f} ms, "
+              f"{sent_cluster} API requests sent to {names[0]}; requests each member served: "
+              + ", ".join(f"{n} {c}" for n, c in served.items()))
+        print(f"  ratio cluster / single: {t_cluster / t_single:.2f} in time, "
+              f"{sent_cluster / max(sent_single, 1):.2f} in requests sent; 0 writes on every member")
+
+
 def timed(fn, runs: int) -> tuple[float, list[float]]:
     times = []
     for _ in range(runs):
@@ -115,7 +187,10 @@ def main() -> None:
     ap.add_argument("--machines", type=int, default=5)
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--jobs", type=int, default=4)
+    ap.add_argument("--cluster", type=int, default=0, help="also build on a real N-member cluster and compare")
     args = ap.parse_args()
+    if args.cluster:
+        return cluster_main(args)
     with tempfile.TemporaryDirectory() as tmp, PrivateIncus() as incus:
         bench = Bench(incus, Path(tmp), infra_doc(args.domains, args.machines))
         units = args.domains * 4 + args.domains * args.machines

@@ -1,0 +1,207 @@
+"""anklume across a real 3-member Incus cluster (`tests.support.cluster.PrivateCluster`, started by
+the `cluster` fixture): `lock` places the machines (explicitly and automatically) and pins it, `build`
+creates each instance on its member, a no-op build writes nothing, `verify --live` is clean; a
+changed target moves that machine only; a member that goes down blocks its units only, and the next
+build, once it is back, converges."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from anklume.cli import main
+from anklume.lock.codec import decode_lock
+from tests.support.events import EventCounter
+
+_ids = itertools.count(1)
+
+
+class ClusterProject:
+    """An infra.yml of 2 domains x 3 machines in a directory of its own, built with the CLI against
+    member ``via`` of the cluster (any member answers for the whole cluster)."""
+
+    def __init__(self, cluster, tmp_path: Path, via: str = "m2"):
+        n = next(_ids)
+        self.cluster = cluster
+        self.root = tmp_path
+        self.pro, self.perso = f"c{n}pro", f"c{n}perso"
+        self.sid = 20 + 2 * n
+        self.env = {"ANKLUME_INCUS": cluster.socket(via), "ANKLUME_CACHE_DIR": str(tmp_path / "cache"),
+                    "XDG_DATA_HOME": str(tmp_path / "data")}
+        self.doc = {
+            "project_name": f"cl{n}",
+            "global": {"base_subnet": "10.120", "default_os_image": "local:busybox"},
+            "domains": {
+                self.pro: {"subnet_id": self.sid, "ephemeral": True, "machines": {
+                    f"{self.pro}-a": {"target": "m1", "config": {"limits.cpu": 1}},  # explicit
+                    f"{self.pro}-b": {"config": {"limits.cpu": 1}},  # automatic
+                    f"{self.pro}-c": {"ephemeral": False},  # automatic, protected
+                }},
+                self.perso: {"subnet_id": self.sid + 1, "ephemeral": True, "target": "m3", "machines": {
+                    f"{self.perso}-a": {},  # the domain's target
+                    f"{self.perso}-b": {"target": "m2"},  # the machine's own, over the domain's
+                    f"{self.perso}-c": {},
+                }},
+            },
+        }
+        self.write()
+
+    def machines(self) -> dict[str, str]:
+        return {m: d for d, dom in self.doc["domains"].items() for m in dom["machines"]}
+
+    def write(self) -> None:
+        (self.root / "infra.yml").write_text(yaml.safe_dump(self.doc, sort_keys=False))
+
+    def cli(self, *args: str, code: int | None = 0):
+        result = CliRunner().invoke(main, [*args, "-f", str(self.root / "infra.yml")], env=self.env)
+        if code is not None:
+            assert result.exit_code == code, result.output
+        return result
+
+    def lock(self):
+        return decode_lock((self.root / "anklume.lock").read_bytes())
+
+    def placement(self) -> dict[str, str]:
+        return {m: p.locked.member for m, p in self.lock().cluster.placement.items()}
+
+    def locations(self) -> dict[str, str]:
+        out = {}
+        for project in (self.pro, self.perso):
+            for inst in json.loads(self.cluster.incus("query", f"/1.0/instances?project={project}&recursion=1")):
+                out[inst["name"]] = inst["location"]
+        return out
+
+    def cleanup(self) -> None:
+        projects = {p["name"] for p in self.cluster.query("/1.0/projects?recursion=1")}
+        for project in (self.pro, self.perso):
+            if project not in projects:
+                continue
+            for inst in self.cluster.query(f"/1.0/instances?project={project}&recursion=1") or []:
+                if (inst.get("config") or {}).get("security.protection.delete") == "true":
+                    self.cluster.incus("config", "unset", inst["name"], "security.protection.delete",
+                                       "--project", project)
+            self.cluster.purge_project(project)
+
+
+@pytest.fixture
+def project(cluster, tmp_path):
+    cluster.ensure_busybox_image()
+    ctx = ClusterProject(cluster, tmp_path)
+    yield ctx
+    for name in ("m1", "m2", "m3"):  # a test that stopped a member brings it back
+        if cluster.member_status(name) != "Online":
+            cluster.restart_member(name)
+    ctx.cleanup()
+
+
+def counters(cluster):
+    """One EventCounter per member: the API requests each member served, and the writes."""
+    return {m.name: EventCounter(SimpleNamespace(env=cluster.env(m.name), socket=cluster.socket(m.name)))
+            for m in cluster.members}
+
+
+def test_build_places_every_machine_on_its_member_and_a_noop_writes_nothing(project):
+    project.cli("lock")
+    placed = project.placement()
+    lock = project.lock()
+    assert set(lock.cluster.members) == {"m1", "m2", "m3"}
+    assert set(placed) == set(project.machines())
+    # explicit placements, then the automatic ones, each with its reason
+    assert placed[f"{project.pro}-a"] == "m1" and placed[f"{project.perso}-b"] == "m2"
+    assert placed[f"{project.perso}-a"] == placed[f"{project.perso}-c"] == "m3"
+    reasons = {m: p.locked.reason for m, p in lock.cluster.placement.items()}
+    assert "machine" in reasons[f"{project.pro}-a"] and "domain" in reasons[f"{project.perso}-a"]
+    assert all(reasons[m] for m in placed)
+    # the same infra and the same cluster facts: the same bytes, from scratch
+    first = (project.root / "anklume.lock").read_bytes()
+    (project.root / "anklume.lock").unlink()
+    project.cli("lock")
+    assert (project.root / "anklume.lock").read_bytes() == first
+
+    project.cli("build")
+    assert project.locations() == placed
+
+    watch = counters(project.cluster)
+    for counter in watch.values():
+        counter.start()
+    try:
+        result = project.cli("build")
+        for counter in watch.values():
+            counter.flush()
+    finally:
+        for counter in watch.values():
+            counter.stop()
+    assert "nothing to do" in result.output
+    assert {m: c.writes for m, c in watch.items()} == {"m1": 0, "m2": 0, "m3": 0}
+    assert {m: c.api_writes for m, c in watch.items()} == {"m1": 0, "m2": 0, "m3": 0}
+    project.cli("verify", "--live")
+
+
+def test_a_changed_target_moves_that_machine_only(project):
+    project.cli("lock")
+    project.cli("build")
+    before = project.placement()
+    mover = f"{project.pro}-b"
+    new = next(m for m in ("m1", "m2", "m3") if m != before[mover])
+    project.doc["domains"][project.pro]["machines"][mover]["target"] = new
+    project.write()
+    project.cli("lock")
+    after = project.placement()
+    assert after == {**before, mover: new}
+
+    plan = json.loads(project.cli("build", "--plan", "--json", code=2).output)
+    pending = {c["unit"]: c["action"] for c in plan["changes"] if c["action"] != "unchanged"}
+    assert pending == {f"instance:{mover}": "move"}
+    project.cli("build")
+    assert project.locations() == after
+    project.cli("verify", "--live")
+    project.cli("build")  # and then nothing to do
+
+
+def test_a_member_down_blocks_its_units_and_the_next_build_converges(project):
+    project.cli("lock")
+    project.cli("build")
+    placed = project.placement()
+    down = "m3"
+    on_down = sorted(m for m, member in placed.items() if member == down)
+    assert on_down  # the domain perso is placed there
+    for domain in project.doc["domains"].values():
+        for machine in domain["machines"].values():
+            machine["description"] = "after the outage"
+    project.write()
+    project.cli("lock")
+
+    timeline = []
+    t0 = time.monotonic()
+    project.cluster.kill_member(down)
+    timeline.append(("killed", time.monotonic() - t0))
+    project.cluster.wait_status(down, "Offline", timeout=60)  # the cluster's own status
+    timeline.append(("Offline", time.monotonic() - t0))
+
+    plan = project.cli("build", "--plan", code=1)
+    assert f"cluster member {down} is Offline" in plan.output
+    result = project.cli("build", code=1)
+    timeline.append(("build (member down)", time.monotonic() - t0))
+    assert f"blocked: cluster member {down} is Offline" in result.output
+    described = {}
+    for project_name in (project.pro, project.perso):
+        for inst in project.cluster.query(f"/1.0/instances?project={project_name}&recursion=1"):
+            described[inst["name"]] = inst.get("description")
+    for machine, member in placed.items():
+        if member != down:
+            assert described[machine] == "after the outage", machine
+
+    project.cluster.restart_member(down)
+    timeline.append(("Online again", time.monotonic() - t0))
+    project.cli("build")
+    timeline.append(("build converged", time.monotonic() - t0))
+    project.cli("verify", "--live")
+    assert project.locations() == placed
+    print("outage timeline: " + ", ".join(f"{what} at {when:.1f} s" for what, when in timeline))
