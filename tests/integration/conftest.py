@@ -13,6 +13,14 @@
 - `http_serve` (function): factory; `http_serve({"/path": b"..."}, status=..., delay=...)`
   returns a started `tests.support.httpserve.StaticHTTPServer` (stopped after the test).
 - `tests.support.events.EventCounter(incus)`: count lifecycle events / API requests.
+- `cluster` (session, started only when a test asks for it): a 3-member
+  `tests.support.cluster.PrivateCluster` (m1..m3, one network namespace each, dir pool
+  `default`, `cluster.offline_threshold` 11 s), busybox image imported as alias `busybox` in
+  project `default`; no network, no other project. API: `.members`, `.member(m)`,
+  `.socket(m)`, `.env(m)`, `.incus(*args, member="m1")`, `.client(member, project)`,
+  `.query(path)`, `.member_status(name)`, `.statuses()`, `.wait_status(name, status, timeout)`,
+  `.kill_member(name)`, `.restart_member(name)`, `.create_project(name, config)`,
+  `.purge_project(name)`, `.ensure_busybox_image(alias, project)`.
 
 Every test in this directory is marked `integration`. A missing prerequisite (not root, incusd
 or docker-registry not installed) makes the fixture FAIL with a pointer to scripts/setup.sh: the
@@ -127,3 +135,19 @@ def env(incus, tmp_path):
         yield e
     finally:
         e.cleanup()
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """A real 3-member Incus cluster (tests/support/cluster.py), for the tests that ask."""
+    from tests.support import cluster as cluster_support
+
+    _require(cluster_support.check_prerequisites)
+    cl = cluster_support.PrivateCluster(members=3)
+    with cl:
+        _timings["cluster start (3 members)"] = cl.startup_seconds or 0.0
+        t0 = time.monotonic()
+        cl.ensure_busybox_image()
+        _timings["cluster busybox image"] = time.monotonic() - t0
+        yield cl
+    _timings.update(cl.timings)  # what the tests measured, and the stop
