@@ -205,3 +205,25 @@ def test_a_member_down_blocks_its_units_and_the_next_build_converges(project):
     project.cli("verify", "--live")
     assert project.locations() == placed
     print("outage timeline: " + ", ".join(f"{what} at {when:.1f} s" for what, when in timeline))
+
+
+def test_exec_and_files_reach_instances_on_every_member(project):
+    """What provisioning uses (artefacts, models, roles through the connection plugin): InstanceIO,
+    through one member's socket, on instances of every member (the cluster routes it)."""
+    import io
+
+    from anklume.backends.incus import IncusBackend
+
+    project.cli("lock")
+    project.cli("build")
+    backend = IncusBackend(project.cluster.socket("m1"))
+    domains = project.machines()
+    for machine, member in sorted(project.placement().items()):
+        files = backend.instance_io(domains[machine], machine)
+        payload = f"placed on {member}\n".encode() * 1000
+        files.push("/root/probe.txt", payload)
+        out = io.BytesIO()
+        assert files.pull("/root/probe.txt", out) == len(payload) and out.getvalue() == payload
+        result = files.exec(["sh", "-c", "busybox hostname; busybox wc -c < /root/probe.txt"])
+        assert result.rc == 0
+        assert result.stdout.decode().split() == [machine, str(len(payload))], (machine, member)

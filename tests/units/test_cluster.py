@@ -140,3 +140,62 @@ def test_an_instance_on_a_member_that_is_down_is_not_compared_but_waits():
     assert change.reasons[0].render() == "instance beta-app is on cluster member m3: its state cannot be read"
     assert change.blocked == "cluster member m3 is Offline: No heartbeat for 21s"
     assert actions(plan_changes(g, live)) == {"instance:beta-app": "update"}
+
+
+# -- the GPU preflight, per member: recorded Incus resources of the H200 host served as member m2's,
+# and a member without GPU, by a test double of the backend (one host cannot show two inventories)
+
+
+class MemberResources:
+    """Test double: ``resources(target)`` answers each member's recorded /1.0/resources."""
+
+    endpoint = "https://m1.lab:8443"
+
+    def __init__(self, by_member):
+        self.by_member = by_member
+        self.asked = []
+
+    def server_name(self):
+        return "m1"
+
+    def resources(self, target=None):
+        from anklume.backends.incus import IncusApiError
+
+        self.asked.append(target)
+        if self.by_member.get(target) is None:
+            raise IncusApiError("Incus refused GET /1.0/resources: Server isn't ready yet")
+        return self.by_member[target]
+
+
+def gpu_cluster(member: str):
+    import json
+
+    from anklume.actions.build import gpu_preflight
+    from tests.support.recorded import H200_RESOURCES
+    from tests.units.test_gpu import H200_PIN, doc
+
+    infra = make_infra(doc())
+    lock = make_lock(infra, gpus={"llm": H200_PIN})
+    lock = msgspec.structs.replace(lock, gpus={"llm": msgspec.structs.replace(lock.gpus["llm"], member=member)})
+    placement = {m: Placement(original=PlacementOriginal(), locked=PlacementLocked(member=member if m == "llm" else "m1",
+                                                                                   reason="x"))
+                 for m in ("llm", "web")}
+    lock = msgspec.structs.replace(lock, cluster=Cluster(
+        members={m: ClusterMember(architecture="x86_64") for m in ("m1", "m2", "m3")}, placement=placement))
+    h200 = json.loads(H200_RESOURCES.read_bytes())
+    none = {**h200, "gpu": {"cards": [], "total": 0}}
+    backend = MemberResources({"m1": none, "m2": h200, "m3": None})
+    return gpu_preflight(lock, build_units(infra, lock), backend), backend
+
+
+def test_the_gpu_preflight_reads_the_resources_of_the_pin_s_member():
+    refusals, backend = gpu_cluster("m2")
+    assert refusals == [] and backend.asked == ["m2"]
+    refusals, backend = gpu_cluster("m1")
+    assert backend.asked == ["m1"]
+    assert [r.render() for r in refusals] == [
+        "GPU of machine llm: the lock pins slot 0000:00:06.0 with NVIDIA H200 (10de:2335), UUID "
+        "GPU-9e1c631b-fafe-f96d-935d-1ff4b8a5bf54; this host has no GPU in slot 0000:00:06.0 (it has no GPU at all)"]
+    # a member that does not answer: no refusal here; the plan makes its units wait for it
+    refusals, backend = gpu_cluster("m3")
+    assert refusals == [] and backend.asked == ["m3"]
