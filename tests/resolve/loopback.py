@@ -63,8 +63,9 @@ class FakeIncus:
             def do_GET(self) -> None:  # noqa: N802
                 fake.requests.append(self.path)
                 path = self.path if self.path in fake.routes else self.path.split("?", 1)[0]
-                if isinstance(fake.routes.get(path), Raw):
-                    status, doc = fake.routes[path].status, fake.routes[path].doc
+                raw = fake.routes.get(path)
+                if hasattr(raw, "doc") and hasattr(raw, "status"):  # a Raw (whichever import of this module made it)
+                    status, doc = raw.status, raw.doc
                 elif path in fake.routes:
                     status, doc = 200, {"type": "sync", "status": "Success", "status_code": 200,
                                         "metadata": fake.routes[path]}
