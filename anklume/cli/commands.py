@@ -22,10 +22,11 @@ def usage_error(message: str, ctx: click.Context) -> click.UsageError:
 @click.option("--check", is_flag=True, help="Exit 1 if the lock would change (its infra hash is not that of infra.yml); offline, writes nothing.")
 @click.option("--update", is_flag=True, help="Re-resolve pins: all of them, or only the NAMES given (image refs, model refs, 'ollama', 'open-webui', machine names or 'gpus').")
 @click.option("--offline", is_flag=True, help="Resolve only from the lock and the local cache.")
-@click.option("--gpu-inventory", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Lock for another host: its `anklume gpus --json` or `incus query /1.0/resources` output.")
-@click.option("--nvidia-smi", "nvidia_smi", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="That host's `nvidia-smi --query-gpu=index,uuid,name,pci.bus_id,memory.total --format=csv` output.")
+@click.option("--gpu-inventory", multiple=True, metavar="[MEMBER=]FILE",
+              help="Lock for another host: its `anklume gpus --json` or `incus query /1.0/resources` output; in a cluster, MEMBER=FILE for each member (repeat), or `anklume gpus --json` of the cluster.")
+@click.option("--nvidia-smi", "nvidia_smi", multiple=True, metavar="[MEMBER=]FILE",
+              help="That host's `nvidia-smi --query-gpu=index,uuid,name,pci.bus_id,memory.total --format=csv` output; in a cluster, MEMBER=FILE (repeat).")
+@click.option("--incus", "endpoint", help="Incus socket path or https URL (default: ANKLUME_INCUS, global.sources.incus, then the local socket); naming one asks whether it is a cluster.")
 @click.option("--ours", multiple=True, metavar="NAME",
               help="On a conflicted lock: keep our side's pin NAME (repeat for several).")
 @click.option("--theirs", multiple=True, metavar="NAME",
@@ -35,9 +36,9 @@ def usage_error(message: str, ctx: click.Context) -> click.UsageError:
 @click.option("--json", "as_json", is_flag=True, help="With --diff: the changes as JSON.")
 @click.argument("names", nargs=-1)
 @click.pass_context
-def lock(ctx, infra_file, check, update, offline, gpu_inventory, nvidia_smi, ours, theirs, diff_against, as_json,
-         names):
-    """Resolve infra.yml into anklume.lock (pins images, Ollama, models, GPUs).
+def lock(ctx, infra_file, check, update, offline, gpu_inventory, nvidia_smi, endpoint, ours, theirs, diff_against,
+         as_json, names):
+    """Resolve infra.yml into anklume.lock (pins images, Ollama, models, GPUs and, in an Incus cluster, each machine's member).
 
     A lock with git's conflict markers is merged from both sides, offline: each pin from the
     side that has it; the same pin locked differently on both sides is a conflict (`--update
@@ -48,7 +49,7 @@ def lock(ctx, infra_file, check, update, offline, gpu_inventory, nvidia_smi, our
     if diff_against is not None:
         from anklume.actions.lock import do_lock_diff
 
-        if check or update or ours or theirs or names or offline:
+        if check or update or ours or theirs or names or offline or gpu_inventory or nvidia_smi or endpoint:
             raise usage_error("--diff only reads: it takes no other option but --json", ctx)
         run(ctx, do_lock_diff, infra_file, against=diff_against, as_json=as_json)
     if as_json:
@@ -56,7 +57,7 @@ def lock(ctx, infra_file, check, update, offline, gpu_inventory, nvidia_smi, our
     from anklume.actions.lock import do_lock
 
     run(ctx, do_lock, infra_file, check=check, update=update, names=names, offline=offline,
-        gpu_inventory=gpu_inventory, nvidia_smi=nvidia_smi, ours=ours, theirs=theirs)
+        gpu_inventory=gpu_inventory, nvidia_smi=nvidia_smi, ours=ours, theirs=theirs, endpoint=endpoint)
 
 
 @main.command("lock-merge", hidden=True)
