@@ -16,9 +16,10 @@ from anklume.errors import OfflineMiss, ResolveError, SourceError
 from anklume.lock.codec import infra_hash, lock_problem
 from anklume.lock.gpu import Card, assign_gpus, check_vram, sharing_warnings
 from anklume.lock.placement import ClusterFacts, cluster_machines, declared_targets, kept_machines, place
+from anklume.lock.show import member_summary
 from anklume.model.needs import (INSTANCE_TYPES, RELEASE_ARCH, effective_image, image_key, is_gpu_machine,
                                iter_machines, needs_ollama, needs_open_webui)
-from anklume.lock.schema import (LOCK_VERSION, Cluster, ClusterMember, GpuPin, ImageLocked, ImageOriginal, ImagePin,
+from anklume.lock.schema import (LOCK_VERSION, Cluster, GpuPin, ImageLocked, ImageOriginal, ImagePin,
                                  Lock, ModelLocked, ModelOriginal, ModelPin, OllamaLocked, OllamaOriginal, OllamaPin,
                                  OpenWebUILocked, OpenWebUIOriginal, OpenWebUIPin, Placement)
 from anklume.model.names import parse_image_ref
@@ -273,7 +274,7 @@ def describe_changes(old: Lock | None, new: Lock) -> list[str]:
             + (f" on {p.member}" if p.member else "")
             + (f" (driver {p.driver.version}, {p.driver.mode})" if p.driver else ""))
     compare("member", old.cluster.members if old.cluster else {}, new.cluster.members if new.cluster else {},
-            show_member)
+            member_summary)
     before = old.cluster.placement if old.cluster else {}
     after = new.cluster.placement if new.cluster else {}
     for machine in sorted(set(before) | set(after)):
@@ -287,13 +288,6 @@ def describe_changes(old: Lock | None, new: Lock) -> list[str]:
         else:
             lines.append(f"~ placement {machine}: {a.locked.member} -> {_placed(b)}")
     return lines
-
-
-def show_member(member: ClusterMember) -> str:
-    """``x86_64, 8 threads, 16.0 GiB`` (or ``x86_64, facts unknown (not online when read)``)."""
-    if member.cpu_threads is None or member.memory_bytes is None:
-        return f"{member.architecture}, facts unknown (not online when read)"
-    return f"{member.architecture}, {member.cpu_threads} threads, {member.memory_bytes / 2**30:.1f} GiB"
 
 
 def _placed(p: Placement | None) -> str:
