@@ -174,7 +174,7 @@ def graph(ctx, infra_file, dot, as_json):
 @click.option("--incus", "endpoint", help="Incus socket path or URL (default: ANKLUME_INCUS, then the local socket).")
 @click.pass_context
 def gpus(ctx, as_json, endpoint):
-    """List the host's GPUs: Incus resources joined with nvidia-smi (UUID, VRAM)."""
+    """List the host's GPUs: Incus resources joined with nvidia-smi (UUID, VRAM); on an Incus cluster, each member's (a `member` column; JSON: member -> inventory)."""
     from anklume.actions.gpus import do_gpus
 
     run(ctx, do_gpus, as_json=as_json, endpoint=endpoint)

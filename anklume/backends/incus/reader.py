@@ -43,8 +43,12 @@ class IncusReader:
                               f"named {target!r}", INCUS_HINT) from None
 
     def cluster(self) -> dict:
-        """The metadata of ``GET /1.0/cluster``: ``enabled``, ``server_name`` (the answering member)."""
-        return self._get(["cluster"])
+        """The metadata of ``GET /1.0/cluster``: ``enabled``, ``server_name`` (the answering member);
+        a server without that API (404) is not a cluster: ``{"enabled": False}``."""
+        try:
+            return self._get(["cluster"])
+        except _NotFound:
+            return {"enabled": False}
 
     def cluster_members(self) -> list:
         """The metadata of ``GET /1.0/cluster/members?recursion=1``: one object per member
