@@ -104,3 +104,26 @@ class RecordedCluster:
     def gpu_inventory(self, member: str | None = None) -> list[GpuCard]:
         self.asked.append(f"gpus {member}")
         return h200_cards() if member in self.gpu_members else []
+
+
+def cluster_example(root) -> None:
+    """examples/gpu-workstation in ``root`` made a cluster's: its `pro` domain on member m3, and a
+    fresh lock: the committed lockfiles/gpu-workstation.lock's pins, placed (anklume's own
+    placement) on the recorded cluster with the H200 on m2.  No network, no daemon."""
+    import msgspec
+
+    from anklume.lock.assemble import Update
+    from anklume.lock.codec import decode_lock, encode_lock, infra_hash
+    from anklume.lock.placement import place
+    from anklume.model.load import load_infra
+    from tests.support.lockfiles import EXAMPLES, LOCKFILES
+
+    text = (EXAMPLES / "gpu-workstation" / "infra.yml").read_text()
+    text = text.replace("    subnet_id: 2\n", "    subnet_id: 2\n    target: m3\n")
+    (root / "infra.yml").write_text(text)
+    infra = load_infra(text.encode())
+    lock = decode_lock((LOCKFILES / "gpu-workstation.lock").read_bytes())
+    placed = place(infra, None, {}, recorded_facts(gpu_members=["m2"]), Update(),
+                   lambda member: h200_cards() if member == "m2" else [], lock.models)
+    lock = msgspec.structs.replace(lock, infra_hash=infra_hash(infra), gpus=placed.gpus, cluster=placed.cluster)
+    (root / "anklume.lock").write_bytes(encode_lock(lock))
