@@ -17,14 +17,28 @@ def usage_error(message: str, ctx: click.Context) -> click.UsageError:
     return error
 
 
+def recorded_file(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    """``FILE`` or ``MEMBER=FILE``: each FILE must exist (an existing file named ``a=b`` is a file)."""
+    import os
+
+    for value in values:
+        member, sep, rest = value.partition("=")
+        path = value if os.path.lexists(value) or not sep else rest
+        if not os.path.lexists(path):
+            raise click.BadParameter(f"{path or '(empty)'}: no such file ([MEMBER=]FILE)", ctx, param)
+        if os.path.isdir(path):
+            raise click.BadParameter(f"{path} is a directory ([MEMBER=]FILE)", ctx, param)
+    return values
+
+
 @main.command()
 @infra_option
 @click.option("--check", is_flag=True, help="Exit 1 if the lock would change (its infra hash is not that of infra.yml); offline, writes nothing.")
 @click.option("--update", is_flag=True, help="Re-resolve pins: all of them, or only the NAMES given (image refs, model refs, 'ollama', 'open-webui', machine names or 'gpus').")
 @click.option("--offline", is_flag=True, help="Resolve only from the lock and the local cache.")
-@click.option("--gpu-inventory", multiple=True, metavar="[MEMBER=]FILE",
+@click.option("--gpu-inventory", multiple=True, metavar="[MEMBER=]FILE", callback=recorded_file,
               help="Lock for another host: its `anklume gpus --json` or `incus query /1.0/resources` output; in a cluster, MEMBER=FILE for each member (repeat), or `anklume gpus --json` of the cluster.")
-@click.option("--nvidia-smi", "nvidia_smi", multiple=True, metavar="[MEMBER=]FILE",
+@click.option("--nvidia-smi", "nvidia_smi", multiple=True, metavar="[MEMBER=]FILE", callback=recorded_file,
               help="That host's `nvidia-smi --query-gpu=index,uuid,name,pci.bus_id,memory.total --format=csv` output; in a cluster, MEMBER=FILE (repeat).")
 @click.option("--incus", "endpoint", help="Incus socket path or https URL (default: ANKLUME_INCUS, global.sources.incus, then the local socket); naming one asks whether it is a cluster.")
 @click.option("--ours", multiple=True, metavar="NAME",
