@@ -139,6 +139,11 @@ def test_a_single_server_lock_keeps_its_bytes_when_an_endpoint_is_named(project,
     assert project.lock_bytes == (LOCKFILES / "gpu-workstation.lock").read_bytes()
 
 
+def test_a_missing_member_file_is_a_usage_error(targeted, cluster):
+    result = targeted("lock", "--incus", cluster.socket, "--gpu-inventory", "m2=/no/such/file")
+    assert result.exit_code == 3 and "/no/such/file: no such file" in result.output
+
+
 @pytest.mark.parametrize(("args", "words"), [
     (("--gpu-inventory", f"m2={H200_INVENTORY}", "--gpu-inventory", f"m2={H200_INVENTORY}"),
      "--gpu-inventory: member m2 is given twice"),
@@ -147,11 +152,6 @@ def test_a_single_server_lock_keeps_its_bytes_when_an_endpoint_is_named(project,
     (("--gpu-inventory", f"m9={H200_INVENTORY}"), "'m9' is not a member of the cluster"),
     (("--nvidia-smi", str(H200_SMI), "--gpu-inventory", f"m2={H200_INVENTORY}"), "in a cluster, say whose"),
 ])
-def test_a_missing_member_file_is_a_usage_error(targeted, cluster):
-    result = targeted("lock", "--incus", cluster.socket, "--gpu-inventory", "m2=/no/such/file")
-    assert result.exit_code == 3 and "/no/such/file: no such file" in result.output
-
-
 def test_bad_recorded_files_are_clean_errors(targeted, cluster, args, words):
     result = targeted("lock", "--incus", cluster.socket, *args)
     assert result.exit_code == 1, result.output
