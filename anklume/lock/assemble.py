@@ -231,12 +231,14 @@ def cluster_wanted(infra: Infra, old: Lock, update: Update, *, detect_cluster: b
       named explicitly: it may be a cluster).
 
     An infra that never mentions a cluster, locked without an explicit endpoint, never asks."""
+    if old.cluster is None and not detect_cluster and not declared_targets(infra):
+        return False, []  # the common case, without a pass over the machines
     machines = [m.name for m in cluster_machines(infra)]
     if old.cluster is not None:
         kept = kept_machines(infra, old.cluster, old.gpus, update)
         pending = [m for m in machines if m not in kept]
         return bool(pending), pending
-    return bool(declared_targets(infra)) or detect_cluster, machines
+    return True, machines
 
 
 def _names(names: list[str]) -> str:
