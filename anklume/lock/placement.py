@@ -409,7 +409,7 @@ class _Placement:
         for member in sorted(self.members):
             if member not in members:
                 status = self.members[member]
-                if len(members) > 1:
+                if len(members) != 1:  # not a target's: say why each other member is no candidate
                     parts.append(f"{member}: {status.status}" if status.status != ONLINE
                                  else f"{member}: {status.architecture}")
                 continue

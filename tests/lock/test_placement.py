@@ -328,3 +328,11 @@ def test_an_unknown_status_member_is_recorded_without_facts():
     result = placed(infra_of(lines(a="{}", b="{}")), facts=facts)
     assert members_of(result) == {"a": "m1", "b": "m1"}
     assert result.cluster.members["m2"].cpu_threads is None
+
+
+def test_no_gpu_candidate_says_why_each_member_is_none():
+    facts = recorded_facts(offline=["m1", "m2"])
+    with pytest.raises(ResolveError) as err:
+        placed(infra_of(lines(a="{gpu: true}"), glob="{architecture: aarch64}"), facts=facts,
+               inventory=inventory_on("m3"))
+    assert err.value.message.endswith("no member has a free GPU that fits: m1: Offline; m2: Offline; m3: x86_64")
