@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
@@ -17,6 +19,7 @@ from anklume.lock.codec import decode_lock, encode_lock, infra_hash
 from anklume.lock.merge import merge_locks
 from anklume.lock.schema import Lock
 from anklume.lock.show import diff_lines, pin_changes
+from anklume.model.names import MEMBER_RE
 from anklume.model.schema import Infra
 from anklume.project import Project
 from anklume.resolve.resolver import LiveResolver
@@ -28,11 +31,69 @@ def _consoles() -> tuple[Console, Console]:
     return out, err
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """``--gpu-inventory`` and ``--nvidia-smi``: a plain FILE (a single server, or for an inventory
+    a cluster's ``anklume gpus --json``) and MEMBER=FILE per cluster member."""
+
+    inventory: Path | None = None
+    smi: Path | None = None
+    member_inventories: dict[str, Path] = field(default_factory=dict)
+    member_smi: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def names_members(self) -> bool:
+        return bool(self.member_inventories or self.member_smi)
+
+    def resolver(self, infra: Infra, *, offline: bool, endpoint: str | None) -> LiveResolver:
+        return LiveResolver(infra, env=os.environ, offline=offline, gpu_inventory=self.inventory, nvidia_smi=self.smi,
+                            member_inventories=self.member_inventories, member_smi=self.member_smi, incus=endpoint)
+
+
+def recorded_files(gpu_inventory: Sequence[str | Path] = (), nvidia_smi: Sequence[str | Path] = ()) -> Recorded:
+    """The values of ``--gpu-inventory`` and ``--nvidia-smi``: ``FILE`` or ``MEMBER=FILE`` (an
+    existing file named ``a=b`` is a file)."""
+    plain: dict[str, Path | None] = {"--gpu-inventory": None, "--nvidia-smi": None}
+    members: dict[str, dict[str, Path]] = {"--gpu-inventory": {}, "--nvidia-smi": {}}
+    for option, values in (("--gpu-inventory", gpu_inventory), ("--nvidia-smi", nvidia_smi)):
+        for value in values:
+            text = str(value)
+            member, sep, rest = text.partition("=")
+            if not os.path.lexists(text) and sep and MEMBER_RE.fullmatch(member):
+                if member in members[option]:
+                    raise AnklumeError(f"{option}: member {member} is given twice", f"one {option} {member}=FILE")
+                members[option][member] = _existing(option, rest)
+            elif plain[option] is not None:
+                raise AnklumeError(f"{option}: two files for a single server ({plain[option]}, {text})",
+                                   f"for a cluster, say whose each is: {option} MEMBER=FILE")
+            else:
+                plain[option] = _existing(option, text)
+    return Recorded(inventory=plain["--gpu-inventory"], smi=plain["--nvidia-smi"],
+                    member_inventories=members["--gpu-inventory"], member_smi=members["--nvidia-smi"])
+
+
+def _existing(option: str, path: str) -> Path:
+    if not path or not os.path.lexists(path):
+        raise AnklumeError(f"{option}: {path or '(empty)'}: no such file", f"{option} FILE or {option} MEMBER=FILE")
+    if os.path.isdir(path):
+        raise AnklumeError(f"{option}: {path} is a directory", f"{option} FILE or {option} MEMBER=FILE")
+    return Path(path)
+
+
+def detects_cluster(infra: Infra, *, endpoint: str | None, recorded: Recorded, offline: bool) -> bool:
+    """Whether a lock without a cluster section asks Incus whether it is a cluster: an endpoint
+    named explicitly (``--incus``, ``ANKLUME_INCUS``, ``global.sources.incus``) or recorded files
+    per member; never ``--offline``."""
+    explicit = bool(endpoint or os.environ.get("ANKLUME_INCUS") or infra.global_.sources.incus)
+    return not offline and (explicit or recorded.names_members)
+
+
 def do_lock(infra_file: Path, *, check: bool, update: bool, names: tuple[str, ...], offline: bool,
-            gpu_inventory: Path | None, nvidia_smi: Path | None, ours: tuple[str, ...] = (),
-            theirs: tuple[str, ...] = ()) -> int:
+            gpu_inventory: Sequence[str | Path] | Path | None = (), nvidia_smi: Sequence[str | Path] | Path | None = (),
+            ours: tuple[str, ...] = (), theirs: tuple[str, ...] = (), endpoint: str | None = None) -> int:
     out, err = _consoles()
     project = Project(infra_file)
+    recorded = recorded_files(_values(gpu_inventory), _values(nvidia_smi))
     if names and not update:
         raise AnklumeError(f"unexpected arguments: {' '.join(names)}", "to re-resolve named pins use --update NAME...")
     if check and (update or ours or theirs):
@@ -51,7 +112,7 @@ def do_lock(infra_file: Path, *, check: bool, update: bool, names: tuple[str, ..
     if conflicted:
         assert data is not None
         return _merge(project, infra, data, update=update, names=names, offline=offline, ours=ours, theirs=theirs,
-                      gpu_inventory=gpu_inventory, nvidia_smi=nvidia_smi, out=out, err=err)
+                      recorded=recorded, endpoint=endpoint, out=out, err=err)
     old = None if data is None else decode_lock(data, str(project.lock_file))
     if check:
         if old is not None and old.infra_hash == infra_hash(infra):
@@ -62,10 +123,10 @@ def do_lock(infra_file: Path, *, check: bool, update: bool, names: tuple[str, ..
     if names:
         _check_names(names, known_pin_names(old, infra), project, "--update")
 
-    resolver = LiveResolver(infra, env=os.environ, offline=offline, gpu_inventory=gpu_inventory,
-                            nvidia_smi=nvidia_smi)
+    resolver = recorded.resolver(infra, offline=offline, endpoint=endpoint)
     new = lock_infra(infra, old, resolver, Update(all=update and not names, names=frozenset(names)),
-                     warn=lambda msg: err.print(msg), file=project.infra_file.name)
+                     warn=lambda msg: err.print(msg), file=project.infra_file.name,
+                     detect_cluster=detects_cluster(infra, endpoint=endpoint, recorded=recorded, offline=offline))
     encoded = encode_lock(new)
     changes = describe_changes(old, new)
     if old is not None and data == encoded:  # the exact bytes: a reformatted lock is rewritten
@@ -76,6 +137,12 @@ def do_lock(infra_file: Path, *, check: bool, update: bool, names: tuple[str, ..
         out.print(line)
     out.print(_wrote(project, new))
     return 0
+
+
+def _values(value: Sequence[str | Path] | Path | None) -> Sequence[str | Path]:
+    if value is None:
+        return ()
+    return (value,) if isinstance(value, (str, Path)) else value
 
 
 def _check_names(names, known: set[str], project: Project, option: str) -> None:
@@ -94,13 +161,15 @@ def _write(project: Project, data: bytes) -> None:
 
 
 def _wrote(project: Project, new: Lock) -> str:
+    placed = (f", {len(new.cluster.placement)} machine(s) placed on {len(new.cluster.members)} cluster member(s)"
+              if new.cluster is not None else "")
     return (f"wrote {project.lock_file.name}: {len(new.images)} image(s), {len(new.models)} model(s), "
             f"{'Ollama, ' if new.ollama else ''}{'Open WebUI, ' if new.open_webui else ''}"
-            f"{len(new.gpus)} GPU assignment(s)")
+            f"{len(new.gpus)} GPU assignment(s){placed}")
 
 
 def _merge(project: Project, infra: Infra, data: bytes, *, update: bool, names: tuple[str, ...], offline: bool,
-           ours: tuple[str, ...], theirs: tuple[str, ...], gpu_inventory: Path | None, nvidia_smi: Path | None,
+           ours: tuple[str, ...], theirs: tuple[str, ...], recorded: Recorded, endpoint: str | None,
            out: Console, err: Console) -> int:
     """A conflicted lock: both sides' pins, each from the side that has it; nothing fetched but
     what neither side has (or ``--update`` names)."""
@@ -120,10 +189,10 @@ def _merge(project: Project, infra: Infra, data: bytes, *, update: bool, names: 
                          keep_theirs=frozenset(theirs), update=wanted)
     if merged.conflicts:
         raise LockConflict(project.lock_file.name, merged.conflicts, git=sides.in_git)
-    resolver = LiveResolver(infra, env=os.environ, offline=offline, gpu_inventory=gpu_inventory,
-                            nvidia_smi=nvidia_smi)
+    resolver = recorded.resolver(infra, offline=offline, endpoint=endpoint)
     new = lock_infra(infra, merged.lock, resolver, wanted, warn=lambda msg: err.print(msg),
-                     file=project.infra_file.name)
+                     file=project.infra_file.name,  # whether it is a cluster: as the sides say (or targets)
+                     detect_cluster=bool(endpoint) and not offline)
     _write(project, encode_lock(new))
     out.print(f"merged {project.lock_file.name} from both sides ({sides.source}):")
     for line in merge_lines(merged, new):

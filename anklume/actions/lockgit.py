@@ -159,8 +159,12 @@ class _NoResolver:
     def open_webui(self, original):
         self._refuse("Open WebUI " + original.version)
 
-    def gpu_inventory(self):
-        self._refuse("a GPU (the host's inventory is needed)")
+    def gpu_inventory(self, member=None):
+        self._refuse("a GPU (the host's inventory is needed)" if member is None else
+                     f"a GPU on cluster member {member} (its inventory is needed)")
+
+    def cluster(self):
+        self._refuse("a machine's cluster member (the cluster's members are needed)")
 
 
 class DriverStop(Exception):

@@ -17,15 +17,30 @@ def usage_error(message: str, ctx: click.Context) -> click.UsageError:
     return error
 
 
+def recorded_file(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    """``FILE`` or ``MEMBER=FILE``: each FILE must exist (an existing file named ``a=b`` is a file)."""
+    import os
+
+    for value in values:
+        member, sep, rest = value.partition("=")
+        path = value if os.path.lexists(value) or not sep else rest
+        if not os.path.lexists(path):
+            raise click.BadParameter(f"{path or '(empty)'}: no such file ([MEMBER=]FILE)", ctx, param)
+        if os.path.isdir(path):
+            raise click.BadParameter(f"{path} is a directory ([MEMBER=]FILE)", ctx, param)
+    return values
+
+
 @main.command()
 @infra_option
 @click.option("--check", is_flag=True, help="Exit 1 if the lock would change (its infra hash is not that of infra.yml); offline, writes nothing.")
 @click.option("--update", is_flag=True, help="Re-resolve pins: all of them, or only the NAMES given (image refs, model refs, 'ollama', 'open-webui', machine names or 'gpus').")
 @click.option("--offline", is_flag=True, help="Resolve only from the lock and the local cache.")
-@click.option("--gpu-inventory", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Lock for another host: its `anklume gpus --json` or `incus query /1.0/resources` output.")
-@click.option("--nvidia-smi", "nvidia_smi", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="That host's `nvidia-smi --query-gpu=index,uuid,name,pci.bus_id,memory.total --format=csv` output.")
+@click.option("--gpu-inventory", multiple=True, metavar="[MEMBER=]FILE", callback=recorded_file,
+              help="Lock for another host: its `anklume gpus --json` or `incus query /1.0/resources` output; in a cluster, MEMBER=FILE for each member (repeat), or `anklume gpus --json` of the cluster.")
+@click.option("--nvidia-smi", "nvidia_smi", multiple=True, metavar="[MEMBER=]FILE", callback=recorded_file,
+              help="That host's `nvidia-smi --query-gpu=index,uuid,name,pci.bus_id,memory.total --format=csv` output; in a cluster, MEMBER=FILE (repeat).")
+@click.option("--incus", "endpoint", help="Incus socket path or https URL (default: ANKLUME_INCUS, global.sources.incus, then the local socket); naming one asks whether it is a cluster.")
 @click.option("--ours", multiple=True, metavar="NAME",
               help="On a conflicted lock: keep our side's pin NAME (repeat for several).")
 @click.option("--theirs", multiple=True, metavar="NAME",
@@ -35,9 +50,9 @@ def usage_error(message: str, ctx: click.Context) -> click.UsageError:
 @click.option("--json", "as_json", is_flag=True, help="With --diff: the changes as JSON.")
 @click.argument("names", nargs=-1)
 @click.pass_context
-def lock(ctx, infra_file, check, update, offline, gpu_inventory, nvidia_smi, ours, theirs, diff_against, as_json,
-         names):
-    """Resolve infra.yml into anklume.lock (pins images, Ollama, models, GPUs).
+def lock(ctx, infra_file, check, update, offline, gpu_inventory, nvidia_smi, endpoint, ours, theirs, diff_against,
+         as_json, names):
+    """Resolve infra.yml into anklume.lock (pins images, Ollama, models, GPUs and, in an Incus cluster, each machine's member).
 
     A lock with git's conflict markers is merged from both sides, offline: each pin from the
     side that has it; the same pin locked differently on both sides is a conflict (`--update
@@ -48,7 +63,7 @@ def lock(ctx, infra_file, check, update, offline, gpu_inventory, nvidia_smi, our
     if diff_against is not None:
         from anklume.actions.lock import do_lock_diff
 
-        if check or update or ours or theirs or names or offline:
+        if check or update or ours or theirs or names or offline or gpu_inventory or nvidia_smi or endpoint:
             raise usage_error("--diff only reads: it takes no other option but --json", ctx)
         run(ctx, do_lock_diff, infra_file, against=diff_against, as_json=as_json)
     if as_json:
@@ -56,7 +71,7 @@ def lock(ctx, infra_file, check, update, offline, gpu_inventory, nvidia_smi, our
     from anklume.actions.lock import do_lock
 
     run(ctx, do_lock, infra_file, check=check, update=update, names=names, offline=offline,
-        gpu_inventory=gpu_inventory, nvidia_smi=nvidia_smi, ours=ours, theirs=theirs)
+        gpu_inventory=gpu_inventory, nvidia_smi=nvidia_smi, ours=ours, theirs=theirs, endpoint=endpoint)
 
 
 @main.command("lock-merge", hidden=True)
@@ -173,7 +188,7 @@ def graph(ctx, infra_file, dot, as_json):
 @click.option("--incus", "endpoint", help="Incus socket path or URL (default: ANKLUME_INCUS, then the local socket).")
 @click.pass_context
 def gpus(ctx, as_json, endpoint):
-    """List the host's GPUs: Incus resources joined with nvidia-smi (UUID, VRAM)."""
+    """List the host's GPUs: Incus resources joined with nvidia-smi (UUID, VRAM); on an Incus cluster, each member's (a `member` column; JSON: member -> inventory)."""
     from anklume.actions.gpus import do_gpus
 
     run(ctx, do_gpus, as_json=as_json, endpoint=endpoint)

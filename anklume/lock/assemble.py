@@ -12,14 +12,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from anklume.errors import ResolveError, SourceError
+from anklume.errors import OfflineMiss, ResolveError, SourceError
 from anklume.lock.codec import infra_hash, lock_problem
 from anklume.lock.gpu import Card, assign_gpus, check_vram, sharing_warnings
+from anklume.lock.placement import ClusterFacts, cluster_machines, declared_targets, kept_machines, place
+from anklume.lock.show import member_summary
 from anklume.model.needs import (INSTANCE_TYPES, RELEASE_ARCH, effective_image, image_key, is_gpu_machine,
                                iter_machines, needs_ollama, needs_open_webui)
-from anklume.lock.schema import (LOCK_VERSION, ImageLocked, ImageOriginal, ImagePin, Lock, ModelLocked,
-                                 ModelOriginal, ModelPin, OllamaLocked, OllamaOriginal, OllamaPin,
-                                 OpenWebUILocked, OpenWebUIOriginal, OpenWebUIPin)
+from anklume.lock.schema import (LOCK_VERSION, Cluster, GpuPin, ImageLocked, ImageOriginal, ImagePin,
+                                 Lock, ModelLocked, ModelOriginal, ModelPin, OllamaLocked, OllamaOriginal, OllamaPin,
+                                 OpenWebUILocked, OpenWebUIOriginal, OpenWebUIPin, Placement)
 from anklume.model.names import parse_image_ref
 from anklume.model.schema import Infra
 
@@ -34,7 +36,12 @@ class Resolver(Protocol):
     def ollama(self, original: OllamaOriginal) -> OllamaLocked: ...
     def model(self, ref: str) -> ModelLocked: ...
     def open_webui(self, original: OpenWebUIOriginal) -> OpenWebUILocked: ...
-    def gpu_inventory(self) -> Sequence[Card]: ...
+    def gpu_inventory(self, member: str | None = None) -> Sequence[Card]:
+        """The GPU cards of the Incus server (``member`` None) or of that cluster member."""
+        ...
+    def cluster(self) -> ClusterFacts | None:
+        """The cluster's members and their facts; None when the Incus server is not clustered."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -109,13 +116,20 @@ def known_pin_names(lock: Lock | None, infra: Infra) -> set[str]:
         names.add(OPEN_WEBUI_PIN)
     if lock.gpus or req.gpu_machines:
         names.add("gpus")
+    if lock.cluster is not None or declared_targets(infra):  # a machine's name re-places it
+        names |= set(lock.cluster.placement if lock.cluster else ()) | {m.name for m in cluster_machines(infra)}
     return names
 
 
 def lock_infra(infra: Infra, old: Lock | None, resolver: Resolver, update: Update = Update(),
-               warn: Callable[[str], None] = lambda _msg: None, file: str = "infra.yml") -> Lock:
+               warn: Callable[[str], None] = lambda _msg: None, file: str = "infra.yml", *,
+               detect_cluster: bool = False) -> Lock:
     """The new lock.  A pin that cannot be resolved raises the resolver's error, prefixed
-    with ``file`` and the key path that asks for the pin."""
+    with ``file`` and the key path that asks for the pin.
+
+    The cluster (``resolver.cluster()``) is asked only when placement needs it (see
+    :func:`cluster_wanted`); ``detect_cluster``: an Incus endpoint was named explicitly, so a lock
+    without a cluster section asks whether it is a cluster."""
     req = requirements(infra)
     old = old or Lock(version=LOCK_VERSION, infra_hash="")
 
@@ -158,20 +172,40 @@ def lock_infra(infra: Infra, old: Lock | None, resolver: Resolver, update: Updat
         models[ref] = pin
 
     policy = infra.global_.gpu_policy
-    gpus = {}
-    if req.gpu_machines:
+    gpus: dict[str, GpuPin] = {}
+    cluster: Cluster | None = None
+    facts: ClusterFacts | None = None
+    asked, pending = cluster_wanted(infra, old, update, detect_cluster=detect_cluster)
+    if asked:
+        try:
+            facts = resolver.cluster()
+        except OfflineMiss as exc:
+            raise OfflineMiss(f"{file}: placing {_names(pending)} in the cluster: {exc.message}", exc.hint) from None
+        targets = declared_targets(infra)
+        if facts is None and targets:
+            member, path = targets[0]
+            raise ResolveError(f"{file}: {path}: names the cluster member {member!r} but the Incus server is not "
+                               "part of a cluster",
+                               "remove `target`, or point anklume at the cluster (global.sources.incus, "
+                               "ANKLUME_INCUS or `anklume lock --incus`)")
+    if facts is not None or (not asked and old.cluster is not None):
+        placed = place(infra, old.cluster, old.gpus, facts, update, lambda member: resolver.gpu_inventory(member),
+                       models, file=file)
+        cluster, gpus = placed.cluster, placed.gpus
+    elif req.gpu_machines:  # a single Incus server: GPU pins without a member only
+        single = {m: pin for m, pin in old.gpus.items() if pin.member is None}
         keep = {m for m in req.gpu_machines if not update.wants(m, "gpus")}
-        reusable = all(m in keep and m in old.gpus and old.gpus[m].original.policy == policy
+        reusable = all(m in keep and m in single and single[m].original.policy == policy
                        for m in req.gpu_machines)
-        if reusable and _still_valid(old, req.gpu_machines, policy):
-            gpus = {m: old.gpus[m] for m in sorted(req.gpu_machines)}
+        if reusable and _still_valid(single, req.gpu_machines, policy):
+            gpus = {m: single[m] for m in sorted(req.gpu_machines)}
         else:
-            gpus = assign_gpus(req.gpu_machines, policy, resolver.gpu_inventory(), old.gpus, keep,
+            gpus = assign_gpus(req.gpu_machines, policy, resolver.gpu_inventory(), single, keep,
                                card_only=req.gpu_vms)
     for w in sharing_warnings(gpus) + check_vram(gpus, req.machine_models, models):
         warn(w)
     lock = Lock(version=LOCK_VERSION, infra_hash=infra_hash(infra), images=images, ollama=ollama,
-                open_webui=open_webui, models=models, gpus=gpus)
+                open_webui=open_webui, models=models, gpus=gpus, cluster=cluster)
     # The resolvers check what they pin; this is the net under them: never write a lock
     # that reading it back would refuse.
     problem = lock_problem(lock)
@@ -181,10 +215,35 @@ def lock_infra(infra: Infra, old: Lock | None, resolver: Resolver, update: Updat
     return lock
 
 
-def _still_valid(old: Lock, machines: list[str], policy: str) -> bool:
+def _still_valid(old: dict[str, GpuPin], machines: list[str], policy: str) -> bool:
     """Kept pins without asking the host: under ``exclusive`` no slot is claimed twice."""
-    slots = [old.gpus[m].locked.pci for m in machines]
+    slots = [old[m].locked.pci for m in machines]
     return policy == "shared" or len(slots) == len(set(slots))
+
+
+def cluster_wanted(infra: Infra, old: Lock, update: Update, *, detect_cluster: bool = False) -> tuple[bool, list[str]]:
+    """Whether ``anklume lock`` asks Incus about the cluster, and the machines to place.
+
+    - the old lock has a ``cluster`` section: only when some machine must be placed (a new
+      machine, a changed ``target``, ``--update``...: every machine rule 1 of
+      :mod:`anklume.lock.placement` does not keep); otherwise the section is kept as it is;
+    - it has none: when infra.yml declares a ``target``, or ``detect_cluster`` (an Incus endpoint
+      named explicitly: it may be a cluster).
+
+    An infra that never mentions a cluster, locked without an explicit endpoint, never asks."""
+    if old.cluster is None and not detect_cluster and not declared_targets(infra):
+        return False, []  # the common case, without a pass over the machines
+    machines = [m.name for m in cluster_machines(infra)]
+    if old.cluster is not None:
+        kept = kept_machines(infra, old.cluster, old.gpus, update)
+        pending = [m for m in machines if m not in kept]
+        return bool(pending), pending
+    return True, machines
+
+
+def _names(names: list[str]) -> str:
+    shown = ", ".join(names[:5])
+    return shown + (f" and {len(names) - 5} more" if len(names) > 5 else "") if names else "the machines"
 
 
 def describe_changes(old: Lock | None, new: Lock) -> list[str]:
@@ -214,6 +273,26 @@ def describe_changes(old: Lock | None, new: Lock) -> list[str]:
             lambda p: f"v{p.locked.version} {p.locked.sha256[:12]}")
     compare("model", old.models, new.models, lambda p: p.locked.digest[:19])
     compare("gpu", old.gpus, new.gpus, lambda p: f"{p.locked.pci} {p.locked.model or ''}".strip()
+            + (f" on {p.member}" if p.member else "")
             + (f" (driver {p.driver.version}, {p.driver.mode})" if p.driver else ""))
+    compare("member", old.cluster.members if old.cluster else {}, new.cluster.members if new.cluster else {},
+            member_summary)
+    before = old.cluster.placement if old.cluster else {}
+    after = new.cluster.placement if new.cluster else {}
+    for machine in sorted(set(before) | set(after)):
+        a, b = before.get(machine), after.get(machine)
+        if a == b:
+            continue
+        if a is None:
+            lines.append(f"+ placement {machine}: {_placed(b)}")
+        elif b is None:
+            lines.append(f"- placement {machine}: {_placed(a)}")
+        else:
+            lines.append(f"~ placement {machine}: {a.locked.member} -> {_placed(b)}")
     return lines
+
+
+def _placed(p: Placement | None) -> str:
+    assert p is not None
+    return f"{p.locked.member} ({p.locked.reason})"
 

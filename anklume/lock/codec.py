@@ -16,7 +16,8 @@ import msgspec
 from anklume import jsonsafe
 from anklume.errors import LockFormatError
 from anklume.lock.check import lock_problems
-from anklume.lock.schema import LOCK_VERSION, GpuPin, ImagePin, Lock, ModelPin, explain
+from anklume.lock.schema import (LOCK_VERSION, ClusterMember, GpuPin, ImagePin, Lock, MachineName, MemberName, ModelPin,
+                                 Placement, explain)
 from anklume.markers import conflict_lines
 from anklume.model.schema import Infra, SourcesSettings
 
@@ -67,6 +68,8 @@ class _Head(msgspec.Struct):
 _HINT = "restore it from git, or delete it and run `anklume lock`"
 #: Lock field holding pins by key -> the type of one pin (to name the key that fails).
 _PINS = {"images": ImagePin, "models": ModelPin, "gpus": GpuPin}
+#: The maps of the cluster section: their keys' and values' types, to name a failing entry.
+_CLUSTER_MAPS = {"cluster.members": (MemberName, ClusterMember), "cluster.placement": (MachineName, Placement)}
 
 
 def decode_lock(data: bytes, file: str = "anklume.lock") -> Lock:
@@ -127,4 +130,16 @@ def _where(doc: dict, exc: msgspec.ValidationError) -> str:
             except msgspec.ValidationError as sub:
                 sub_at, words = explain(sub)
                 return f"{field}.{key}{'.' + sub_at if sub_at else ''}: {words}"
+    if field in _CLUSTER_MAPS and at.startswith(field + "[...]"):  # cluster.members / cluster.placement
+        key_type, value_type = _CLUSTER_MAPS[field]
+        entries = doc["cluster"][field.partition(".")[2]]
+        for key, value in entries.items():
+            for what, of_type in ((key, key_type), (value, value_type)):
+                try:
+                    msgspec.convert(what, of_type)
+                except msgspec.ValidationError as sub:
+                    sub_at, words = explain(sub)
+                    if what is key:
+                        return f"{field}: the key {key!r}: {words}"
+                    return f"{field}.{key}{'.' + sub_at if sub_at else ''}: {words}"
     return f"{at or '(top level)'}: {words}"

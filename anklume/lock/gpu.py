@@ -93,17 +93,14 @@ def assign_gpus(machines: Sequence[str], policy: str, cards: Sequence[Card],
             pci = min(by_pci, key=lambda p: (len(users[p]), p))
             chosen[m] = pci
             users[pci].append(m)
-    return {m: kept.get(m) or GpuPin(original=GpuOriginal(machine=m, policy=policy),
-                                     locked=pin_card(by_pci[chosen[m]]),
-                                     driver=None if m in card_only else driver_of(by_pci[chosen[m]]))
-            for m in machines}
+    return {m: kept.get(m) or new_pin(m, policy, by_pci[chosen[m]], card_only=m in card_only) for m in machines}
 
 
 def sharing_warnings(gpus: Mapping[str, GpuPin]) -> list[str]:
     """The original's warning when several machines share one GPU."""
-    users: dict[str, list[str]] = {}
+    users: dict[tuple[str | None, str], list[str]] = {}
     for m, pin in gpus.items():
-        users.setdefault(pin.locked.pci, []).append(m)
+        users.setdefault(slot_of(pin), []).append(m)
     sharing = sorted(m for ms in users.values() if len(ms) > 1 for m in ms)
     if not sharing:
         return []
@@ -122,31 +119,57 @@ def _exclusive_message(machines: Sequence[str], ngpus: int) -> str:
 def check_vram(gpus: Mapping[str, GpuPin], machine_models: Mapping[str, Sequence[str]],
                models: Mapping[str, ModelPin]) -> list[str]:
     """Raise when one machine's models do not fit its GPU; warn (shared) when sharers together don't."""
-    per_gpu: dict[str, list[str]] = {}
+    per_gpu: dict[tuple[str | None, str], list[str]] = {}
     for m, pin in sorted(gpus.items()):
-        per_gpu.setdefault(pin.locked.pci, []).append(m)
+        per_gpu.setdefault(slot_of(pin), []).append(m)
         vram = pin.locked.vram_mib
         refs = machine_models.get(m) or []
         if vram is None or not refs:
             continue
-        need = sum(models[r].locked.vram_bytes for r in refs)
+        need = vram_need(refs, models)
         if need > vram * 2**20:
             detail = ", ".join(f"{r} ({_gib(models[r].locked.vram_bytes)})" for r in refs)
             raise ResolveError(
                 f"machine '{m}': models {detail} need {_gib(need)} of VRAM but GPU {pin.locked.pci} "
-                f"({pin.locked.model or 'unknown model'}) has {_gib(vram * 2**20)}",
+                f"({pin.locked.model or 'unknown model'}){_on(pin.member)} has {_gib(vram * 2**20)}",
                 "pin smaller models (or quantisations), or move some to another machine")
     warnings = []
-    for pci, sharers in per_gpu.items():
+    for (member, pci), sharers in per_gpu.items():
         if len(sharers) < 2:
             continue
         vram = gpus[sharers[0]].locked.vram_mib
-        need = sum(models[r].locked.vram_bytes for m in sharers for r in machine_models.get(m) or [])
+        need = sum(vram_need(machine_models.get(m) or [], models) for m in sharers)
         if vram is not None and need > vram * 2**20:
-            warnings.append(f"WARNING: machines {', '.join(sharers)} share GPU {pci} and their models need "
-                            f"{_gib(need)} together; it has {_gib(vram * 2**20)} "
+            warnings.append(f"WARNING: machines {', '.join(sharers)} share GPU {pci}{_on(member)} and their models "
+                            f"need {_gib(need)} together; it has {_gib(vram * 2**20)} "
                             "(models will be swapped in and out of VRAM)")
     return warnings
+
+
+def slot_of(pin: GpuPin) -> tuple[str | None, str]:
+    """Which physical slot a pin holds: (its cluster member, None on a single server; its PCI address)."""
+    return pin.member, pin.locked.pci
+
+
+def vram_need(refs: Sequence[str], models: Mapping[str, ModelPin]) -> int:
+    """The VRAM a machine's models need together (what :func:`check_vram` compares with its GPU's)."""
+    return sum(models[r].locked.vram_bytes for r in refs)
+
+
+def fits(card: Card, need: int) -> bool:
+    """Whether ``need`` bytes of models fit the card's VRAM (unknown VRAM: they are taken to fit)."""
+    return card.vram_mib is None or need <= card.vram_mib * 2**20
+
+
+def new_pin(machine: str, policy: str, card: Card, *, card_only: bool, member: str | None = None) -> GpuPin:
+    """The pin of ``machine`` on ``card`` (of ``member`` in a cluster): the card, and how the host's
+    driver reaches a container (none for a VM: ``card_only``)."""
+    return GpuPin(original=GpuOriginal(machine=machine, policy=policy), locked=pin_card(card),
+                  driver=None if card_only else driver_of(card), member=member)
+
+
+def _on(member: str | None) -> str:
+    return "" if member is None else f" on member {member}"
 
 
 def _gib(n: int) -> str:

@@ -3,7 +3,10 @@
 - an image: its key (remote, alias, and ``(virtual-machine)``), the serial, a short fingerprint;
 - Ollama and Open WebUI: the version (and what was asked, when it was ``latest``), a short sha256;
 - a model: its reference, a short manifest digest, its size;
-- a GPU: its machine, the PCI slot, the card (model, short UUID), ``shared`` under that policy.
+- a GPU: its machine, the PCI slot, the card (model, short UUID), ``on MEMBER`` in a cluster,
+  ``shared`` under that policy;
+- in a cluster, a member: its architecture and the facts placement used (threads, memory);
+  a placement: the machine's member and why (``m2 (target of machine web)``).
 
 Used by ``anklume lock --diff`` (``pin_changes``, ``diff_lines``), the git diff driver
 (``textconv_lines``: ``git diff`` of the lock reads as pins) and the merge's reports.  Pure.
@@ -17,15 +20,17 @@ from typing import Any
 
 import msgspec
 
-from anklume.lock.schema import GpuPin, ImagePin, Lock, ModelPin, OllamaPin, OpenWebUIPin
+from anklume.lock.schema import ClusterMember, GpuPin, ImagePin, Lock, ModelPin, OllamaPin, OpenWebUIPin, Placement
 
 #: (group, title, the name a pin of a singleton group is shown and updated by)
 GROUPS = (("images", "images", None), ("ollama", "Ollama", "ollama"), ("open_webui", "Open WebUI", "open-webui"),
-          ("models", "models", None), ("gpus", "GPUs", None))
+          ("models", "models", None), ("gpus", "GPUs", None), ("members", "cluster members", None),
+          ("placement", "placement", None))
 #: The word before a pin's name in one-line reports ("model gemma:2b", "gpu gw-llm").
-KIND = {"images": "image", "ollama": "ollama", "open_webui": "open-webui", "models": "model", "gpus": "gpu"}
+KIND = {"images": "image", "ollama": "ollama", "open_webui": "open-webui", "models": "model", "gpus": "gpu",
+        "members": "member", "placement": "placement"}
 
-Pin = ImagePin | OllamaPin | OpenWebUIPin | ModelPin | GpuPin
+Pin = ImagePin | OllamaPin | OpenWebUIPin | ModelPin | GpuPin | ClusterMember | Placement
 
 
 def pins_of(lock: Lock | None) -> dict[str, dict[str, Any]]:
@@ -36,7 +41,9 @@ def pins_of(lock: Lock | None) -> dict[str, dict[str, Any]]:
             "ollama": {"ollama": lock.ollama} if lock.ollama is not None else {},
             "open_webui": {"open-webui": lock.open_webui} if lock.open_webui is not None else {},
             "models": dict(lock.models),
-            "gpus": dict(lock.gpus)}
+            "gpus": dict(lock.gpus),
+            "members": dict(lock.cluster.members) if lock.cluster is not None else {},
+            "placement": dict(lock.cluster.placement) if lock.cluster is not None else {}}
 
 
 def _gib(n: int) -> str:
@@ -58,10 +65,22 @@ def summary(group: str, pin: Any) -> str:
         return f"{_version(pin.locked.version, pin.original.version)} {pin.locked.sha256[:12]}"
     if group == "models":
         return f"{pin.locked.digest[:19]} {_gib(pin.locked.size)}"
+    if group == "members":
+        return member_summary(pin)
+    if group == "placement":
+        return f"{pin.locked.member} ({pin.locked.reason})"
     locked = pin.locked
     card = locked.model or f"{locked.vendor_id}:{locked.product_id}"
     uuid = f" {locked.uuid[:12]}" if locked.uuid else ""
-    return f"{locked.pci} {card}{uuid}" + (" (shared)" if pin.original.policy == "shared" else "")
+    return (f"{locked.pci} {card}{uuid}" + (f" on {pin.member}" if pin.member is not None else "")
+            + (" (shared)" if pin.original.policy == "shared" else ""))
+
+
+def member_summary(member: ClusterMember) -> str:
+    """``x86_64, 8 threads, 16.0 GiB`` (or ``x86_64, facts unknown (not online when read)``)."""
+    if member.cpu_threads is None or member.memory_bytes is None:
+        return f"{member.architecture}, facts unknown (not online when read)"
+    return f"{member.architecture}, {member.cpu_threads} threads, {member.memory_bytes / 2**30:.1f} GiB"
 
 
 def label(group: str, name: str) -> str:

@@ -22,8 +22,8 @@ import msgspec
 
 from anklume import jsonsafe
 from anklume.errors import SourceError
-from anklume.lock.schema import (MAX_DRIVER_FILES, MAX_VRAM_MIB, GpuDriverFile, GpuUuid, PciAddress, PciId, Text,
-                                 Version, VramMib)
+from anklume.lock.schema import (MAX_DRIVER_FILES, MAX_VRAM_MIB, GpuDriverFile, GpuUuid, MemberName, PciAddress,
+                                 PciId, Text, Version, VramMib)
 
 EMULATED_DRIVERS = frozenset(
     {"virtio_gpu", "virtio-gpu", "virtio-pci", "qxl", "bochs", "bochs-drm", "cirrus", "vmwgfx", "simpledrm"}
@@ -238,6 +238,30 @@ def parse_inventory_file(data: bytes, *, source: str = "GPU inventory") -> list[
             "expected a list of GPU cards or the output of `incus query /1.0/resources`",
         ) from None
     return sorted(cards, key=lambda card: card.pci)
+
+
+def encode_inventory_map(inventories: Mapping[str, Iterable[GpuCard]]) -> bytes:
+    """A cluster's inventories (``anklume gpus --json`` on a cluster): an object member -> the
+    member's list of cards (as :func:`encode_inventory`), members sorted."""
+    doc = {member: sorted(cards, key=lambda card: card.pci) for member, cards in sorted(inventories.items())}
+    return msgspec.json.format(msgspec.json.encode(doc, order="sorted"), indent=2) + b"\n"
+
+
+def parse_inventory_map(data: bytes, *, source: str = "GPU inventory") -> dict[str, list[GpuCard]] | None:
+    """A cluster's inventories from a file written by :func:`encode_inventory_map`; None when the
+    file is a single server's (a list of cards, or Incus resources)."""
+    try:
+        doc = jsonsafe.decode(data)
+    except msgspec.DecodeError as err:
+        raise SourceError(f"{source}: not JSON: {err}") from None
+    if not isinstance(doc, dict) or not doc or not all(isinstance(v, list) for v in doc.values()):
+        return None
+    try:
+        cards = msgspec.convert(doc, dict[MemberName, list[GpuCard]])
+    except msgspec.ValidationError as err:
+        raise SourceError(f"{source}: not an inventory per cluster member: {err}",
+                          "expected the output of `anklume gpus --json` on a cluster") from None
+    return {member: sorted(c, key=lambda card: card.pci) for member, c in sorted(cards.items())}
 
 
 def with_driver(cards: Iterable[GpuCard], *, cuda_version: str | None, mode: str | None,

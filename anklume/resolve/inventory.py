@@ -53,12 +53,30 @@ def fetch_inventory(incus_endpoint: str | None, run_nvidia_smi: bool = True, *,
     (default: this machine's)."""
     reader = IncusReader(incus_endpoint)
     cards = parse_resources(reader.resources(), source=f"Incus at {reader.endpoint}: /1.0/resources")
+    if run_nvidia_smi and is_local(reader.endpoint):
+        cards = with_local_details(cards, architecture)
+    return cards
+
+
+def with_local_details(cards: list[GpuCard], architecture: str | None = None) -> list[GpuCard]:
+    """``cards`` (this machine's) joined with nvidia-smi and the driver's user space, when
+    nvidia-smi is on PATH; unchanged otherwise."""
     binary = shutil.which("nvidia-smi")
-    if cards and run_nvidia_smi and is_local(reader.endpoint) and binary:
+    if cards and binary:
         cards = join_inventory(cards, parse_nvidia_smi_csv(query_nvidia_smi(binary)))
         if any(card.vendor_id == "10de" for card in cards):
             cards = host_driver(cards, binary, architecture or host_arch())
     return cards
+
+
+def member_inventory(reader: IncusReader, member: str, resources: Mapping | None = None, *,
+                     local: bool = False, architecture: str | None = None) -> list[GpuCard]:
+    """The GPUs of cluster member ``member`` (``/1.0/resources?target=``, or ``resources`` already
+    read); ``local``: that member is this machine (nvidia-smi and the driver's files are read)."""
+    if resources is None:
+        resources = reader.resources(target=member)
+    cards = parse_resources(resources, source=f"Incus at {reader.endpoint}: /1.0/resources?target={member}")
+    return with_local_details(cards, architecture) if local else cards
 
 
 def run_tool(argv: Sequence[str], hint: str) -> str:

@@ -49,8 +49,11 @@ class Refusing:
     def model(self, ref):
         return self._answer("model")
 
-    def gpu_inventory(self):
+    def gpu_inventory(self, member=None):
         return []
+
+    def cluster(self):
+        return None
 
 
 @pytest.mark.parametrize(("kind", "where"), [

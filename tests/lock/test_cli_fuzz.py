@@ -216,6 +216,47 @@ def test_a_hostile_lock_is_refused_or_gives_a_tree_of_valid_pins(data, tmp_path_
         _check_accepted_lock(root)
 
 
+def _cluster_leaves(text: str) -> list[tuple]:
+    doc = json.loads(text)
+    return [p for p in _leaves(doc) if p[0] in ("cluster", "gpus")]
+
+
+@settings(FUZZ, max_examples=examples(60))
+@given(data=st.data())
+def test_a_hostile_cluster_lock_is_refused_or_keeps_its_promises(data, tmp_path_factory):
+    """The cluster section (tests/support/cluster_recorded.py: gpu-workstation on 3 members) under
+    the same mutations, half of them aimed at the cluster section and the GPU pins; what is
+    accepted places every machine on a listed member, its target's when it has one."""
+    from tests.support.cluster_recorded import cluster_example
+
+    root = tmp_path_factory.mktemp("proj")
+    cluster_example(root)
+    text = (root / "anklume.lock").read_text()
+    if data.draw(st.booleans(), label="aimed at the cluster"):
+        doc = json.loads(text)
+        path = data.draw(st.sampled_from(_cluster_leaves(text)), label="leaf")
+        _at(doc, path[:-1])[path[-1]] = data.draw(st.sampled_from(_HOSTILE_LOCK_VALUES + ["m1", "m2", "m9"]),
+                                                  label="value")
+        text = json.dumps(doc, indent=2, sort_keys=True) + "\n"
+    else:
+        text = _mutate_lock(data.draw, text)
+    (root / "anklume.lock").write_text(text)
+    before = snapshot_dir(root)
+    for argv in (["lock", "--check"], ["lock", "--offline"], ["graph"], ["verify"], ["build", "--no-apply"]):
+        result = _run(root, argv)
+        if result.exit_code == 1:
+            assert snapshot_dir(root) == before, argv
+            assert "anklume.lock" in result.output or "anklume lock" in result.output or "infra.yml" in result.output, \
+                (argv, result.output)
+        before = snapshot_dir(root)
+    if result.exit_code == 0:
+        lock = json.loads((root / "anklume.lock").read_bytes())
+        cluster = lock["cluster"]
+        for machine, placed in cluster["placement"].items():
+            assert placed["locked"]["member"] in cluster["members"], machine
+        assert cluster["placement"]["gw-dev"]["locked"]["member"] == "m3"
+
+
 # -- tampered trees ------------------------------------------------------------------------------
 
 BEGIN, END = "# === MANAGED BY infra.yml ===", "# === END MANAGED ==="

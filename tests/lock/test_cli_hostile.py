@@ -174,6 +174,70 @@ def test_a_hostile_lock_is_refused_with_the_file_and_key_path(built, mutate, wor
         assert "restore it from git" in result.output
 
 
+# -- the cluster section: every member, placement and GPU member checked too -------------------------
+
+
+@pytest.fixture
+def built_cluster(tmp_path):
+    """examples/gpu-workstation made a cluster's (tests/support/cluster_recorded.py), built."""
+    from tests.support.cluster_recorded import cluster_example
+
+    root = tmp_path / "proj"
+    root.mkdir()
+    cluster_example(root)
+    assert CliRunner().invoke(main, ["build", "-f", str(root / "infra.yml"), "--no-apply"]).exit_code == 0
+    return root
+
+
+def _in_cluster(fn):
+    def mutate(doc: dict) -> None:
+        fn(doc["cluster"])
+    return mutate
+
+
+CLUSTER_CASES = [
+    ("not-a-member", _set("cluster/placement/gw-dev/locked/member", "m9"),
+     ["cluster.placement.gw-dev.locked.member: 'm9' is not a member of cluster.members"]),
+    ("member-path", _set("cluster/placement/gw-dev/locked/member", "../../etc"),
+     ["cluster.placement.gw-dev.locked.member", "a cluster member name"]),
+    ("member-key", _in_cluster(lambda c: c["members"].__setitem__("m\n1", c["members"].pop("m1"))),
+     ["cluster.members", "a cluster member name"]),
+    ("no-members", _set("cluster/members", {}), ["cluster.members", "length >= 1"]),
+    ("threads-zero", _set("cluster/members/m1/cpu_threads", 0), ["cluster.members.m1.cpu_threads", ">= 1"]),
+    ("threads-huge", _set("cluster/members/m1/cpu_threads", 2**40), ["cluster.members.m1.cpu_threads"]),
+    ("memory-huge", _set("cluster/members/m1/memory_bytes", 2**61), ["cluster.members.m1.memory_bytes"]),
+    ("memory-float", _set("cluster/members/m1/memory_bytes", 1.5), ["cluster.members.m1.memory_bytes"]),
+    ("arch", _set("cluster/members/m1/architecture", "x86 64"), ["cluster.members.m1.architecture"]),
+    ("reason-newline", _set("cluster/placement/gw-dev/locked/reason", "ok\n# injected"),
+     ["cluster.placement.gw-dev.locked.reason", "one line"]),
+    ("target-not-honoured", _set("cluster/placement/gw-dev/locked/member", "m1"),
+     ["cluster.placement.gw-dev: infra.yml asks for member 'm3' but the lock places it on 'm1'"]),
+    ("gpu-elsewhere", _set("gpus/gw-llm/member", "m1"),
+     ["gpus.gw-llm.member: the GPU is on member 'm1' but the machine is placed on 'm2'"]),
+    ("machine-key", _in_cluster(lambda c: c["placement"].__setitem__("GW", c["placement"].pop("gw-admin"))),
+     ["cluster.placement", "a machine name"]),
+    ("unknown-field", _set("cluster/members/m1/status", "Online"), ["cluster.members.m1", "unknown field"]),
+    ("section-list", _set("cluster", []), ["cluster", "object"]),
+]
+
+
+@pytest.mark.parametrize("mutate, words", [(m, w) for _, m, w in CLUSTER_CASES], ids=[i for i, _, _ in CLUSTER_CASES])
+def test_a_hostile_cluster_section_is_refused_with_the_key_path(built_cluster, mutate, words):
+    _hostile_lock(built_cluster, mutate)
+    before = files(built_cluster)
+    for argv in (["lock", "--check"], ["lock", "--offline"], ["build", "--no-apply"], ["verify"], ["graph"]):
+        result = assert_clean_failure(built_cluster, argv, before, "anklume.lock: ", *words)
+        assert "restore it from git" in result.output
+
+
+def test_a_placement_the_infra_does_not_ask_for_is_re_placed_only_online(built_cluster):
+    """A lock whose placement original is not infra.yml's target: the lock is stale for that machine;
+    offline, nothing can be placed, nothing is written."""
+    _hostile_lock(built_cluster, _set("cluster/placement/gw-perso/original", {"target": "m2"}))
+    before = files(built_cluster)
+    assert_clean_failure(built_cluster, ["lock", "--offline"], before, "placing gw-perso in the cluster")
+
+
 def test_duplicate_keys_in_the_lock_are_refused(built):
     text = (built / "anklume.lock").read_text()
     first = '"vram_mib": 143771'

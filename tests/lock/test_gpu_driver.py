@@ -169,7 +169,10 @@ class H200Host:
     def image(self, original):
         return ImageLocked(fingerprint="0" * 64)
 
-    def gpu_inventory(self):
+    def cluster(self):
+        return None
+
+    def gpu_inventory(self, member=None):
         return [card(driver_version=VERSION, cuda_version="13.0", driver_mode="files", driver_files=FILES)]
 
 

@@ -1,7 +1,8 @@
 """An Incus API test double for the GPU inventory, which needs a GPU this machine lacks.
 
 - `FakeIncus`: an Incus API test double on a unix socket, answering `{path: metadata}` as
-  `{"type": "sync", "metadata": ...}` (404 otherwise), to be reached through real pylxd.
+  `{"type": "sync", "metadata": ...}` (a `Raw` recorded response as it is; 404 otherwise), to be
+  reached through real pylxd.
 """
 
 from __future__ import annotations
@@ -20,8 +21,19 @@ class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer
     daemon_threads = True
 
 
+class Raw:
+    """A whole recorded API response (``{"type": "error", "error_code": 500, ...}``), served as is
+    with its status: a route's value when the metadata alone is not the answer."""
+
+    def __init__(self, doc: dict):
+        self.doc = doc
+        self.status = int(doc.get("error_code") or doc.get("status_code") or 200)
+
+
 class FakeIncus:
-    """Answers GET <path> from `routes` ({path-with-query-stripped: metadata}) like incusd."""
+    """Answers GET <path> from `routes` like incusd: a route is the whole path with its query
+    (``/1.0/resources?target=m2``), else the path without it; its value is the metadata, or a
+    `Raw` response."""
 
     def __init__(self, socket_path: Path, routes: dict[str, object]):
         self.socket = str(socket_path)
@@ -50,8 +62,11 @@ class FakeIncus:
 
             def do_GET(self) -> None:  # noqa: N802
                 fake.requests.append(self.path)
-                path = self.path.split("?", 1)[0]
-                if path in fake.routes:
+                path = self.path if self.path in fake.routes else self.path.split("?", 1)[0]
+                raw = fake.routes.get(path)
+                if hasattr(raw, "doc") and hasattr(raw, "status"):  # a Raw (whichever import of this module made it)
+                    status, doc = raw.status, raw.doc
+                elif path in fake.routes:
                     status, doc = 200, {"type": "sync", "status": "Success", "status_code": 200,
                                         "metadata": fake.routes[path]}
                 else:

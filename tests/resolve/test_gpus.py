@@ -219,3 +219,19 @@ def test_failing_nvidia_smi_is_a_source_error(fake_incus, fake_nvidia_smi):
         fetch_inventory(fake_incus({"/1.0/resources": h200_resources()}).socket)
     assert "failed (exit 9): NVIDIA-SMI has failed" in err.value.message
 
+
+
+def test_in_a_cluster_nvidia_smi_runs_only_for_the_member_that_answers(fake_incus, fake_nvidia_smi, tmp_path):
+    """The recorded H200 host's resources served in place of m1's and m2's /1.0/resources?target=:
+    m1 answers on this unix socket (it is this machine), m2 is another host."""
+    from anklume.model.load import load_infra
+    from anklume.resolve.resolver import LiveResolver
+    from tests.support.cluster_recorded import cluster_routes
+
+    infra = load_infra(b"project_name: p\nglobal: {}\ndomains: {}\n")
+    incus = fake_incus(cluster_routes(gpu_members=["m1", "m2"]))
+    resolver = LiveResolver(infra, {}, incus=incus.socket, cache_dir=tmp_path / "cache")
+    assert resolver.cluster().server_name == "m1"
+    assert resolver.gpu_inventory("m2")[0].vram_mib is None and not fake_nvidia_smi.exists()
+    assert resolver.gpu_inventory("m1") == [msgspec.structs.replace(H200, cuda_version="13.0")]
+    assert len(fake_nvidia_smi.read_text().splitlines()) == 2
