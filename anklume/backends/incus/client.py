@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import ssl
 import threading
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -166,7 +165,11 @@ class IncusClient:
             response = getattr(node, method)(**kwargs)
             data = response.json()
             if data.get("type") == "async":
-                meta = self.wait(client, data["operation"].rsplit("/", 1)[-1].split("?", 1)[0])
+                # "/1.0/operations/<id>?project=<p>" (a cluster member always adds the project):
+                # the id alone, else the query would swallow "/wait" and the GET would not wait
+                op = data["operation"].split("?", 1)[0].rsplit("/", 1)[-1]
+                meta = client.api.operations[op].wait.get(params={"timeout": OPERATION_TIMEOUT}).json()
+                meta = meta.get("metadata") or {}
                 if meta.get("status") != "Success":
                     raise IncusApiError(f"Incus refused {where}: {meta.get('err') or meta.get('status')}")
                 return meta.get("metadata")
@@ -177,21 +180,6 @@ class IncusClient:
             raise IncusApiError(f"Incus refused {where}: {err}") from None
         except (requests.RequestException, ValueError, KeyError, TypeError) as err:
             raise self.unreachable(err) from None
-
-    @staticmethod
-    def wait(client: pylxd.Client, op: str) -> dict:
-        """The operation ``op`` once it ended.  In a cluster, an operation that runs on another
-        member than the one asked is forwarded, and Incus 6.0 answers its ``wait`` at once with
-        the operation still "Running": asked again, a little later, until it ends."""
-        deadline = time.monotonic() + OPERATION_TIMEOUT
-        pause = 0.02
-        while True:
-            left = max(1, int(deadline - time.monotonic()))
-            meta = client.api.operations[op].wait.get(params={"timeout": left}).json().get("metadata") or {}
-            if meta.get("status") not in ("Running", "Pending") or time.monotonic() >= deadline:
-                return meta
-            time.sleep(pause)
-            pause = min(pause * 2, 0.5)
 
     def get(self, path: str, **params: str) -> Any:
         return self.request("get", path, params=params)

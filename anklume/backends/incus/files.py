@@ -17,7 +17,6 @@ import io
 import math
 import os
 import re
-import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -203,7 +202,9 @@ class InstanceIO:
             body["cwd"] = cwd
         started = self._call(what, lambda: self._instance_node("exec").post(
             json=body, params=self._params(), timeout=self.request_timeout).json())
-        op_id = str(started.get("operation") or "").rsplit("/", 1)[-1]
+        # "/1.0/operations/<id>?project=<p>": the id alone (quoted whole, the query would be part
+        # of it; a single server still found it, a cluster member asked for another's does not)
+        op_id = str(started.get("operation") or "").split("?", 1)[0].rsplit("/", 1)[-1]
         if not op_id:
             raise InstanceIOError(f"{self.where}: {what}: Incus answered without an operation")
         wait = max(1, math.ceil(timeout))
@@ -219,18 +220,9 @@ class InstanceIO:
                     raise late from None
                 raise
 
-        # in a cluster, the wait of an exec running on another member than the one asked is
-        # answered at once, the operation still "Running" (Incus 6.0): asked again until it ends
-        deadline = time.monotonic() + wait
-        pause = 0.02
-        while True:
-            op = self._call(what, wait_for_it)
-            meta = op.get("metadata") or {}
-            status = meta.get("status")
-            if status != "Running" or time.monotonic() >= deadline:
-                break
-            time.sleep(pause)
-            pause = min(pause * 2, 0.5)
+        op = self._call(what, wait_for_it)
+        meta = op.get("metadata") or {}
+        status = meta.get("status")
         if status == "Running":
             raise late
         if status != "Success":
