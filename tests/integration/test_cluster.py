@@ -227,3 +227,60 @@ def test_exec_and_files_reach_instances_on_every_member(project):
         result = files.exec(["sh", "-c", "busybox hostname; busybox wc -c < /root/probe.txt"])
         assert result.rc == 0
         assert result.stdout.decode().split() == [machine, str(len(payload))], (machine, member)
+
+
+def test_a_hand_move_is_found_and_undone_and_a_protected_machine_moves_only_with_replace(project):
+    project.cli("lock")
+    project.cli("build")
+    placed = project.placement()
+    # moved by hand to another member: verify --live finds it, build moves it back
+    loose = f"{project.pro}-b"
+    elsewhere = next(m for m in ("m1", "m2", "m3") if m != placed[loose])
+    for step in (["stop", "--force", loose], ["move", loose, "--target", elsewhere], ["start", loose]):
+        project.cluster.incus(*step, "--project", project.pro)
+    said = project.cli("verify", "--live", "--json", code=1).output  # (stderr's lines first)
+    found = json.loads(said[said.index("{\n"):])["findings"]
+    assert {"object": f"instance:{loose}", "field": "location", "expected": placed[loose],
+            "actual": elsewhere} in found
+    project.cli("build")
+    assert project.locations()[loose] == placed[loose]
+
+    # a protected machine (ephemeral: false) whose target changes: blocked, then moved with --replace
+    kept = f"{project.pro}-c"
+    new = next(m for m in ("m1", "m2", "m3") if m != placed[kept])
+    project.doc["domains"][project.pro]["machines"][kept]["target"] = new
+    project.write()
+    project.cli("lock")
+    result = project.cli("build", code=1)
+    assert "pass --replace to move it" in result.output
+    assert project.locations()[kept] == placed[kept]
+    project.cli("build", "--replace")
+    assert project.locations()[kept] == new
+    config = project.cluster.query(f"/1.0/instances/{kept}?project={project.pro}")["config"]
+    assert config["security.protection.delete"] == "true"
+    project.cli("verify", "--live")
+
+
+def test_a_role_runs_through_ansible_on_an_instance_of_another_member(cluster, tmp_path):
+    """ansible-runner and the anklume_incus connection plugin, through m1's socket, into a Debian
+    container that runs on m3 (the role of tests/integration/test_runner.py)."""
+    from anklume.provision.runner import run_role
+    from anklume.render.tree import render_tree
+    from anklume.render.write import apply_tree, diff_tree
+    from tests.integration.test_runner import DOMAIN, MACHINE, ROLES, TASKS, infra_doc
+    from tests.units.infra import make_infra
+
+    tree = tmp_path / "tree"
+    apply_tree(diff_tree(tree, render_tree(make_infra(infra_doc()))))
+    cluster.purge_project(DOMAIN)
+    cluster.create_project(DOMAIN)
+    try:
+        cluster.ensure_debian_python_image(project=DOMAIN)
+        cluster.incus("launch", "debian-python", MACHINE, "--project", DOMAIN, "--target", "m3")
+        assert cluster.query(f"/1.0/instances/{MACHINE}?project={DOMAIN}")["location"] == "m3"
+        result = run_role(tree_root=tree, domain=DOMAIN, machine=MACHINE, role="anklume_probe", roles_path=[ROLES],
+                          endpoint=cluster.socket("m1"), work_dir=tmp_path / "work",
+                          extravars={"probe_extra": "from extravars"})
+        assert result.tasks == TASKS and result.changed == 5 and result.ok == 8
+    finally:
+        cluster.purge_project(DOMAIN)

@@ -605,7 +605,13 @@ class PrivateCluster:
     def ensure_busybox_image(self, alias: str = "busybox", project: str = "default") -> str:
         """Import the (cached, deterministic) busybox image once into the cluster under alias;
         return its fingerprint. Members fetch it from each other on first use."""
-        files = images.busybox_image_files()
+        return self._import_image(images.busybox_image_files(), alias, project)
+
+    def ensure_debian_python_image(self, alias: str = "debian-python", project: str = "default") -> str:
+        """Import the (cached) minimal Debian 12 + python3 image; builds it once (~35 s)."""
+        return self._import_image(images.debian_python_image_files(), alias, project)
+
+    def _import_image(self, files: images.ImageFiles, alias: str, project: str) -> str:
         member = self._live_member()
         fingerprint = files.fingerprint
         listing = json.loads(self.incus("image", "list", "--project", project, "--format=json",
