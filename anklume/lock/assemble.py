@@ -251,7 +251,7 @@ def describe_changes(old: Lock | None, new: Lock) -> list[str]:
     old = old or Lock(version=LOCK_VERSION, infra_hash="")
     lines: list[str] = []
 
-    def compare(kind: str, before: dict, after: dict, show: Callable) -> None:
+    def compare(kind: str, before: dict, after: dict, show: Callable, changed: Callable | None = None) -> None:
         for key in sorted(set(before) | set(after)):
             a, b = before.get(key), after.get(key)
             name = kind if key == kind else f"{kind} {key}"
@@ -262,7 +262,7 @@ def describe_changes(old: Lock | None, new: Lock) -> list[str]:
             elif b is None:
                 lines.append(f"- {name}: {show(a)}")
             else:
-                lines.append(f"~ {name}: {show(a)} -> {show(b)}")
+                lines.append(f"~ {name}: {changed(a, b) if changed else f'{show(a)} -> {show(b)}'}")
 
     compare("image", old.images, new.images, lambda p: f"{p.locked.fingerprint[:12]} ({p.locked.serial or 'local'})")
     compare("ollama", {"ollama": old.ollama} if old.ollama else {},
@@ -277,18 +277,8 @@ def describe_changes(old: Lock | None, new: Lock) -> list[str]:
             + (f" (driver {p.driver.version}, {p.driver.mode})" if p.driver else ""))
     compare("member", old.cluster.members if old.cluster else {}, new.cluster.members if new.cluster else {},
             member_summary)
-    before = old.cluster.placement if old.cluster else {}
-    after = new.cluster.placement if new.cluster else {}
-    for machine in sorted(set(before) | set(after)):
-        a, b = before.get(machine), after.get(machine)
-        if a == b:
-            continue
-        if a is None:
-            lines.append(f"+ placement {machine}: {_placed(b)}")
-        elif b is None:
-            lines.append(f"- placement {machine}: {_placed(a)}")
-        else:
-            lines.append(f"~ placement {machine}: {a.locked.member} -> {_placed(b)}")
+    compare("placement", old.cluster.placement if old.cluster else {}, new.cluster.placement if new.cluster else {},
+            _placed, changed=lambda a, b: f"{a.locked.member} -> {_placed(b)}")
     return lines
 
 

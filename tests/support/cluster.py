@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import images
-from .incusd import INCUSD_CANDIDATES, _destroy_netns, _unmount_under
+from .incusd import INCUSD_CANDIDATES, _destroy_netns, _remove_lxc_locks, _unmount_under, sweep_stale
 from .procs import (
     SETUP_HINT,
     SetupError,
@@ -97,13 +97,6 @@ def _lock_dir(tmp: Path) -> Path:
     return LXC_LOCK_ROOT / tmp.resolve().relative_to("/")
 
 
-def _remove_lxc_locks(tmp: Path) -> None:
-    """liblxc keeps lock dirs under /run/lxc/lock/<lxcpath>: drop the ones of our temp dir."""
-    locks = _lock_dir(tmp)
-    if locks.name.startswith(TMP_PREFIX):
-        shutil.rmtree(locks, ignore_errors=True)
-
-
 def _processes_mentioning(text: str) -> list[tuple[int, str]]:
     """(pid, command line) of every process whose command line contains text."""
     found = []
@@ -130,28 +123,7 @@ def cleanup_stale(base_dir: str | None = None) -> list[str]:
     """Remove what an earlier test process (now dead, e.g. SIGKILLed) left: namespaces named
     anklume-cl-<pid>-<k>-{hub,m<n>} (with the daemons and containers living in them) and
     temp dirs anklume-cluster-* whose owner file names a dead PID."""
-    cleaned: list[str] = []
-    for name in _netns_names():
-        m = _NETNS_RE.match(name)
-        if m and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1))):
-            if _destroy_netns(name) is None:
-                cleaned.append(name)
-    root = Path(base_dir or tempfile.gettempdir())
-    for d in root.glob(TMP_PREFIX + "*"):
-        try:
-            owner = int((d / OWNER_FILE).read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            continue
-        if owner != os.getpid() and not pid_alive(owner):
-            _unmount_under(d)
-            shutil.rmtree(d, ignore_errors=True)
-            _remove_lxc_locks(d)
-            cleaned.append(str(d))
-    locks = LXC_LOCK_ROOT / root.resolve().relative_to("/")
-    for d in locks.glob(TMP_PREFIX + "*"):  # lock dirs whose cluster dir is gone
-        if not (root / d.name).exists():
-            shutil.rmtree(d, ignore_errors=True)
-    return cleaned
+    return sweep_stale(_NETNS_RE, TMP_PREFIX, base_dir)
 
 
 # --- the cluster ----------------------------------------------------------------------------------
@@ -358,7 +330,7 @@ class PrivateCluster:
                 shutil.rmtree(tmp, ignore_errors=True)
                 if tmp.exists():
                     errors.append(f"could not remove {tmp}")
-                _remove_lxc_locks(tmp)
+                _remove_lxc_locks(tmp, TMP_PREFIX)
                 if _lock_dir(tmp).exists():
                     errors.append(f"could not remove {_lock_dir(tmp)}")
             self.tmp = None

@@ -100,26 +100,27 @@ def _unmount_under(root: Path) -> None:
 LXC_LOCK_ROOT = Path("/run/lxc/lock")
 
 
-def _remove_lxc_locks(tmp: Path) -> None:
+def _remove_lxc_locks(tmp: Path, prefix: str = TMP_PREFIX) -> None:
     """liblxc keeps lock dirs under /run/lxc/lock/<lxcpath>: drop the ones of our temp dir."""
     locks = LXC_LOCK_ROOT / tmp.resolve().relative_to("/")
-    if locks.name.startswith(TMP_PREFIX):
+    if locks.name.startswith(prefix):
         shutil.rmtree(locks, ignore_errors=True)
 
 
-def cleanup_stale(base_dir: str | None = None) -> list[str]:
-    """Remove what an earlier test process (now dead, e.g. SIGKILLed) left: namespaces named
-    anklume-test-<pid>-<n> and temp dirs whose owner file names a dead PID."""
+def sweep_stale(netns_re: re.Pattern, tmp_prefix: str, base_dir: str | None = None) -> list[str]:
+    """Remove what an earlier test process (now dead, e.g. SIGKILLed) left: the namespaces whose
+    name ``netns_re`` matches with a dead PID as its first group, the temp dirs ``<tmp_prefix>*``
+    whose owner file names a dead PID, and liblxc's lock dirs whose temp dir is gone."""
     cleaned: list[str] = []
     listing = run(["ip", "netns", "list"], check=False).stdout
     for line in listing.splitlines():
         name = line.split()[0] if line.split() else ""
-        m = _NETNS_RE.match(name)
+        m = netns_re.match(name)
         if m and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1))):
             if _destroy_netns(name) is None:
                 cleaned.append(name)
     root = Path(base_dir or tempfile.gettempdir())
-    for d in root.glob(TMP_PREFIX + "*"):
+    for d in root.glob(tmp_prefix + "*"):
         try:
             owner = int((d / OWNER_FILE).read_text().split()[0])
         except (OSError, ValueError, IndexError):
@@ -127,13 +128,19 @@ def cleanup_stale(base_dir: str | None = None) -> list[str]:
         if owner != os.getpid() and not pid_alive(owner):
             _unmount_under(d)
             shutil.rmtree(d, ignore_errors=True)
-            _remove_lxc_locks(d)
+            _remove_lxc_locks(d, tmp_prefix)
             cleaned.append(str(d))
     locks = LXC_LOCK_ROOT / root.resolve().relative_to("/")
-    for d in locks.glob(TMP_PREFIX + "*"):  # lock dirs whose daemon dir is gone
+    for d in locks.glob(tmp_prefix + "*"):  # lock dirs whose daemon dir is gone
         if not (root / d.name).exists():
             shutil.rmtree(d, ignore_errors=True)
     return cleaned
+
+
+def cleanup_stale(base_dir: str | None = None) -> list[str]:
+    """What a dead test process left of its PrivateIncus: namespaces named
+    anklume-test-<pid>-<n> and temp dirs whose owner file names a dead PID."""
+    return sweep_stale(_NETNS_RE, TMP_PREFIX, base_dir)
 
 
 class PrivateIncus:
