@@ -221,6 +221,9 @@ def do_apply(project: Project, infra: Infra, lock: Lock, *, plan_only: bool, as_
             lease = backend.acquire_lease(lease_holder())
             try:
                 live = with_inside(graph, backend.refresh(live, refresh_targets(runnable, graph, live)))
+                # a cluster member may have stopped answering meanwhile (re-read: not ready)
+                down = down_members(graph, live, backend.endpoint)
+                refused = {**unavailable_units(graph, live, backend.endpoint), **refused_units(graph, refusals)}
                 damaged = {c.uid: [r.render() for r in c.reasons] for c in plan.changes
                            if any(r.field == "artefact" for r in c.reasons)}
                 plan = mark_refused(mark_damaged(plan_changes(graph, live, specs=specs.get, prune=prune,

@@ -465,6 +465,22 @@ class PrivateCluster:
                                    f"{self._log_tails()}")
             time.sleep(interval)
 
+    def wait_reachable(self, name: str, timeout: float = 60.0, interval: float = 0.2) -> float:
+        """Poll until every live member reaches `name` (`GET /1.0/resources?target=<name>` through
+        each): a member the leader lists Online may still be "not ready" in another member's view
+        until its next heartbeat reaches it. Returns the seconds it took."""
+        t0 = time.monotonic()
+        for other in [m.name for m in self.members if m.alive()]:
+            while True:
+                try:
+                    self.query(f"/1.0/resources?target={name}", member=other)
+                    break
+                except Exception as e:  # "Server isn't ready yet", seen right after a restart
+                    if time.monotonic() - t0 > timeout:
+                        raise TimeoutError(f"{other} does not reach {name} after {timeout:.0f}s: {e}") from e
+                    time.sleep(interval)
+        return time.monotonic() - t0
+
     def wait_online(self, timeout: float = 60.0) -> float:
         """Poll until every member is Online; return the seconds it took."""
         t0 = time.monotonic()
@@ -506,6 +522,7 @@ class PrivateCluster:
         try:
             self._wait_ready(m)
             self.wait_status(name, "Online", timeout=max(1.0, timeout - (time.monotonic() - t0)))
+            self.wait_reachable(name, timeout=max(1.0, timeout - (time.monotonic() - t0)))
         except Exception as e:
             raise RuntimeError(f"{name} did not come back: {e}\n{self._log_tails()}") from e
         return time.monotonic() - t0

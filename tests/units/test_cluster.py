@@ -199,3 +199,29 @@ def test_the_gpu_preflight_reads_the_resources_of_the_pin_s_member():
     # a member that does not answer: no refusal here; the plan makes its units wait for it
     refusals, backend = gpu_cluster("m3")
     assert refusals == [] and backend.asked == ["m3"]
+
+
+def test_a_member_that_does_not_answer_when_re_read_makes_its_units_wait():
+    """Right after a restart, a member the listing calls Online may answer "Server isn't ready
+    yet" (seen on Incus 6.0.4): the re-read under the lease marks it not ready, not an error."""
+    from anklume.backends.incus.client import IncusApiError
+    from anklume.backends.incus.live import refresh
+
+    class NotReadyClient:  # test double of IncusClient: every GET answers what Incus said then
+        def get(self, path, **params):
+            raise IncusApiError(f"Incus refused GET /1.0/{path}?project={params.get('project')}: "
+                                "Server isn't ready yet")
+
+    _, _, g = clustered()
+    live = {**placed(g), **members()}
+    after = refresh(NotReadyClient(), live, [("instance:beta-app", "instance", "beta", "beta-app", None)])
+    assert after["member:m3"].status == "Not ready"
+    assert unavailable_units(g, after)["instance:beta-app"].startswith("cluster member m3 is Not ready: Server isn't "
+                                                                     "ready yet")
+    # any other refusal is still an error
+    class Refusing(NotReadyClient):
+        def get(self, path, **params):
+            raise IncusApiError("Incus refused GET: permission denied")
+
+    with pytest.raises(IncusApiError, match="permission denied"):
+        refresh(Refusing(), live, [("instance:beta-app", "instance", "beta", "beta-app", None)])

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+
+import msgspec
 from urllib.parse import quote, unquote
 
 from anklume.backends.incus.client import IncusApiError, IncusClient, NotFound
@@ -169,6 +171,15 @@ def refresh(client: IncusClient, live: Mapping[str, LiveObject], targets: Iterab
         except NotFound:
             out.pop(uid, None)
             continue
+        except IncusApiError as err:
+            member = _not_ready(err, out.get(uid), out)
+            if member is None:
+                raise
+            # a cluster member the listing called Online that does not answer yet (it has just
+            # started): its units wait for it, as for a member that is down
+            out[f"member:{member.name}"] = msgspec.structs.replace(
+                member, status="Not ready", description=f"{err.message.rsplit(': ', 1)[-1]} (it has just restarted?)")
+            continue
         if kind == "project":
             out[uid] = parse_project(data)
         elif kind == "network":
@@ -182,6 +193,13 @@ def refresh(client: IncusClient, live: Mapping[str, LiveObject], targets: Iterab
         else:
             out[uid] = parse_volume(data, project, pool or "default")
     return out
+
+def _not_ready(err: IncusApiError, obj: LiveObject | None, live: Mapping[str, LiveObject]) -> LiveObject | None:
+    """The member (its live object) of ``obj`` when ``err`` is Incus saying it is not ready."""
+    if "isn't ready yet" not in err.message or obj is None or obj.location is None:
+        return None
+    return live.get(f"member:{obj.location}")
+
 
 def all_projects(client: IncusClient, collection: str, projects: set[str]) -> list[dict]:
     try:
