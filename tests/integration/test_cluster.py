@@ -45,9 +45,9 @@ class ClusterProject:
                     f"{self.pro}-c": {"ephemeral": False},  # automatic, protected
                 }},
                 self.perso: {"subnet_id": self.sid + 1, "ephemeral": True, "target": "m3", "machines": {
-                    f"{self.perso}-a": {},  # the domain's target
+                    f"{self.perso}-a": {"storage_volumes": {"shared": {"path": "/srv", "size": "16MiB"}}},
                     f"{self.perso}-b": {"target": "m2"},  # the machine's own, over the domain's
-                    f"{self.perso}-c": {},
+                    f"{self.perso}-c": {"storage_volumes": {"shared": {"path": "/srv", "size": "16MiB"}}},
                 }},
             },
         }
@@ -127,6 +127,8 @@ def test_build_places_every_machine_on_its_member_and_a_noop_writes_nothing(proj
 
     project.cli("build")
     assert project.locations() == placed
+    volumes = project.cluster.query(f"/1.0/storage-pools/default/volumes/custom?project={project.perso}&recursion=1")
+    assert [(v["name"], v["location"]) for v in volumes] == [("shared", "m3")]  # with the machines mounting it
 
     watch = counters(project.cluster)
     for counter in watch.values():
