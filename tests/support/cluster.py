@@ -54,6 +54,7 @@ from pathlib import Path
 from . import images
 from .incusd import INCUSD_CANDIDATES, _destroy_netns, _remove_lxc_locks, _unmount_under, sweep_stale
 from .procs import (
+    StartedOnEnter,
     SETUP_HINT,
     SetupError,
     find_binary,
@@ -153,7 +154,7 @@ class Member:
         return self.proc is not None and self.proc.poll() is None
 
 
-class PrivateCluster:
+class PrivateCluster(StartedOnEnter):
     """N incusd daemons, each in a network namespace of its own, clustered. Context manager."""
 
     def __init__(self, members: int = 3, *, offline_threshold: int = MIN_OFFLINE_THRESHOLD,
@@ -180,20 +181,6 @@ class PrivateCluster:
         self.timings: dict[str, float] = {}
 
     # --- lifecycle -------------------------------------------------------------------------
-
-    def __enter__(self) -> PrivateCluster:
-        try:
-            self.start()
-        except BaseException:
-            try:
-                self.stop()
-            except Exception as e:  # keep the start error, which says more
-                print(f"(after failed start) {e}", file=sys.stderr)
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     def start(self) -> None:
         check_prerequisites()

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from . import images
 from .procs import (
+    StartedOnEnter,
     SETUP_HINT,
     SetupError,
     find_binary,
@@ -143,7 +144,7 @@ def cleanup_stale(base_dir: str | None = None) -> list[str]:
     return sweep_stale(_NETNS_RE, TMP_PREFIX, base_dir)
 
 
-class PrivateIncus:
+class PrivateIncus(StartedOnEnter):
     """An incusd in its own network namespace and state directory. Context manager."""
 
     def __init__(self, *, start_timeout: float = 60.0, stop_timeout: float = 20.0,
@@ -161,20 +162,6 @@ class PrivateIncus:
         self.startup_seconds: float | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
-
-    def __enter__(self) -> PrivateIncus:
-        try:
-            self.start()
-        except BaseException:
-            try:
-                self.stop()
-            except Exception as e:  # keep the start error, which says more
-                print(f"(after failed start) {e}", file=sys.stderr)
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     @property
     def socket(self) -> str:

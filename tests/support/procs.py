@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import shutil
 import signal
 import subprocess
@@ -156,3 +157,22 @@ def tail(path: str, n: int = 40) -> str:
             return "".join(f.readlines()[-n:])
     except OSError:
         return "(no log)"
+
+
+class StartedOnEnter:
+    """A context manager for something with ``start()`` and ``stop()``: started on enter, always
+    stopped on exit; a start that fails stops what it began (and keeps its own error)."""
+
+    def __enter__(self):
+        try:
+            self.start()
+        except BaseException:
+            try:
+                self.stop()
+            except Exception as e:  # keep the start error, which says more
+                print(f"(after failed start) {e}", file=sys.stderr)
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
