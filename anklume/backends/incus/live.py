@@ -175,10 +175,10 @@ def refresh(client: IncusClient, live: Mapping[str, LiveObject], targets: Iterab
             member = _not_ready(err, out.get(uid), out)
             if member is None:
                 raise
-            # a cluster member the listing called Online that does not answer yet (it has just
-            # started): its units wait for it, as for a member that is down
+            # a cluster member the listing called Online that does not answer (just restarted, or
+            # down before the cluster noticed): its units wait for it, as for a member that is down
             out[f"member:{member.name}"] = msgspec.structs.replace(
-                member, status="Not ready", description=f"{err.message.rsplit(': ', 1)[-1]} (it has just restarted?)")
+                member, status="Not answering", description=err.message.split(": ", 1)[-1])
             continue
         if kind == "project":
             out[uid] = parse_project(data)
@@ -194,9 +194,15 @@ def refresh(client: IncusClient, live: Mapping[str, LiveObject], targets: Iterab
             out[uid] = parse_volume(data, project, pool or "default")
     return out
 
+#: What Incus 6.0 answers for an object on a member that does not answer: just restarted, or
+#: stopped before the cluster saw it offline (the 10 to 20 s of ``cluster.offline_threshold``).
+UNREACHABLE_MEMBER = ("Server isn't ready yet", "Missing event connection with target cluster member",
+                      "Unable to connect to")
+
+
 def _not_ready(err: IncusApiError, obj: LiveObject | None, live: Mapping[str, LiveObject]) -> LiveObject | None:
-    """The member (its live object) of ``obj`` when ``err`` is Incus saying it is not ready."""
-    if "isn't ready yet" not in err.message or obj is None or obj.location is None:
+    """The member (its live object) of ``obj`` when ``err`` is Incus saying that member does not answer."""
+    if not any(text in err.message for text in UNREACHABLE_MEMBER) or obj is None or obj.location is None:
         return None
     return live.get(f"member:{obj.location}")
 
