@@ -33,7 +33,7 @@ from anklume.sources import incus_endpoint
 from anklume.store import ArtefactStore, SpecStore
 from anklume.units.graph import Graph
 from anklume.units.inside import INSIDE_KINDS, with_inside
-from anklume.units.cluster import down_members, unavailable_units
+from anklume.units.cluster import bridges_waiting, down_members, unavailable_units
 from anklume.units.plan import Plan, mark_damaged, plan_changes
 from anklume.units.preflight import FIX, GpuRefusal, gpu_refusals, mark_refused, refused_units, without_refused
 
@@ -185,10 +185,18 @@ def do_apply(project: Project, infra: Infra, lock: Lock, *, plan_only: bool, as_
     refused = refused_units(graph, refusals)
     down: dict[str, str] = {}  # cluster member -> why it takes no changes now
 
-    def planned(plan: Plan, live) -> Plan:
-        nonlocal refused, down
+    def waiting(plan: Plan, live) -> dict[str, str]:
+        """uid -> why, for the units that wait: GPU refusals, and on a cluster the units of a
+        member that is down and the bridges to make meanwhile."""
+        nonlocal down
         down = down_members(graph, live, backend.endpoint)
-        refused = {**unavailable_units(graph, live, backend.endpoint), **refused_units(graph, refusals)}
+        bridges = [c.uid for c in plan.pending if c.uid.startswith("network:") and c.action in ("create", "replace")]
+        return {**unavailable_units(graph, live, backend.endpoint), **bridges_waiting(graph, bridges, down),
+                **refused_units(graph, refusals)}
+
+    def planned(plan: Plan, live) -> Plan:
+        nonlocal refused
+        refused = waiting(plan, live)
         return mark_refused(mark_damaged(plan, artefact_damage(plan, graph, backend, lock, deep=deep)), refused)
 
     def refused_json() -> dict:
@@ -221,14 +229,12 @@ def do_apply(project: Project, infra: Infra, lock: Lock, *, plan_only: bool, as_
             lease = backend.acquire_lease(lease_holder())
             try:
                 live = with_inside(graph, backend.refresh(live, refresh_targets(runnable, graph, live)))
-                # a cluster member may have stopped answering meanwhile (re-read: not ready)
-                down = down_members(graph, live, backend.endpoint)
-                refused = {**unavailable_units(graph, live, backend.endpoint), **refused_units(graph, refusals)}
                 damaged = {c.uid: [r.render() for r in c.reasons] for c in plan.changes
                            if any(r.field == "artefact" for r in c.reasons)}
-                plan = mark_refused(mark_damaged(plan_changes(graph, live, specs=specs.get, prune=prune,
-                                                              replace=replace, owner=owner, adopt=adopt), damaged),
-                                    refused)
+                plan = mark_damaged(plan_changes(graph, live, specs=specs.get, prune=prune, replace=replace,
+                                                 owner=owner, adopt=adopt), damaged)
+                refused = waiting(plan, live)  # a cluster member may have stopped answering meanwhile
+                plan = mark_refused(plan, refused)
                 runnable = without_refused(plan, refused)
                 if any(u.kind in INSIDE_KINDS for u in graph):
                     def event(text: str) -> None:  # a role's tasks, an artefact's progress: one line each

@@ -10,7 +10,7 @@ members still is, and the next build, once the member is back, converges.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from anklume.units.graph import Graph
 from anklume.units.unit import LiveObject
@@ -65,3 +65,18 @@ def down_members(graph: Graph, live: Mapping[str, LiveObject], endpoint: str = "
     members = members_of(live)
     wanted = sorted({u.spec["target"] for u in graph if u.kind in ("instance", "volume") and u.spec.get("target")})
     return {m: p for m in wanted if (p := member_problem(m, members, endpoint)) is not None}
+
+
+def bridges_waiting(graph: Graph, bridges: Iterable[str], down: Mapping[str, str]) -> dict[str, str]:
+    """uid -> why, for each bridge to create (or re-create) while a member is down, and every unit
+    after it: Incus makes a bridge on every member at once and refuses while one is away ("peer
+    node ... is down", seen on Incus 6.0.4)."""
+    if not down:
+        return {}
+    member, why = next(iter(sorted(down.items())))
+    out: dict[str, str] = {}
+    for uid in bridges:
+        out.setdefault(uid, f"{why} (a bridge is made on every member)")
+        for dep in graph.dependents(uid):
+            out.setdefault(dep, f"{why} ({uid} waits for it)")
+    return out

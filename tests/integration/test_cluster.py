@@ -32,7 +32,8 @@ class ClusterProject:
         self.cluster = cluster
         self.root = tmp_path
         self.pro, self.perso = f"c{n}pro", f"c{n}perso"
-        self.sid = 20 + 2 * n
+        self.later = f"c{n}later"  # a domain a test may add
+        self.sid = 20 + 3 * n
         self.env = {"ANKLUME_INCUS": cluster.socket(via), "ANKLUME_CACHE_DIR": str(tmp_path / "cache"),
                     "XDG_DATA_HOME": str(tmp_path / "data")}
         self.doc = {
@@ -73,14 +74,14 @@ class ClusterProject:
 
     def locations(self) -> dict[str, str]:
         out = {}
-        for project in (self.pro, self.perso):
+        for project in self.doc["domains"]:
             for inst in json.loads(self.cluster.incus("query", f"/1.0/instances?project={project}&recursion=1")):
                 out[inst["name"]] = inst["location"]
         return out
 
     def cleanup(self) -> None:
         projects = {p["name"] for p in self.cluster.query("/1.0/projects?recursion=1")}
-        for project in (self.pro, self.perso):
+        for project in (self.pro, self.perso, self.later):
             if project not in projects:
                 continue
             for inst in self.cluster.query(f"/1.0/instances?project={project}&recursion=1") or []:
@@ -177,6 +178,9 @@ def test_a_member_down_blocks_its_units_and_the_next_build_converges(project):
     for domain in project.doc["domains"].values():
         for machine in domain["machines"].values():
             machine["description"] = "after the outage"
+    # and a new domain on m1: Incus makes its bridge on every member, so it waits for m3 too
+    project.doc["domains"][project.later] = {"subnet_id": project.sid + 2, "ephemeral": True, "target": "m1",
+                                             "machines": {f"{project.later}-a": {}}}
     project.write()
     project.cli("lock")
 
@@ -199,13 +203,15 @@ def test_a_member_down_blocks_its_units_and_the_next_build_converges(project):
     for machine, member in placed.items():
         if member != down:
             assert described[machine] == "after the outage", machine
+    assert f"network:{project.later}" in result.output and "(a bridge is made on every member)" in result.output
+    assert f"net-{project.later}" not in {n["name"] for n in project.cluster.query("/1.0/networks?recursion=1")}
 
     project.cluster.restart_member(down)
     timeline.append(("Online again", time.monotonic() - t0))
     project.cli("build")
     timeline.append(("build converged", time.monotonic() - t0))
     project.cli("verify", "--live")
-    assert project.locations() == placed
+    assert project.locations() == {**placed, f"{project.later}-a": "m1"}
     print("outage timeline: " + ", ".join(f"{what} at {when:.1f} s" for what, when in timeline))
 
 

@@ -238,3 +238,16 @@ def test_any_other_refusal_on_re_read_is_still_an_error():
 
     with pytest.raises(IncusApiError, match="permission denied"):
         refresh(Refusing(), live, [("instance:beta-app", "instance", "beta", "beta-app", None)])
+
+
+def test_a_bridge_to_make_while_a_member_is_down_waits_with_its_domain():
+    from anklume.units.cluster import bridges_waiting
+
+    _, _, g = clustered()
+    down = {"m3": "cluster member m3 is Offline: No heartbeat for 21s"}
+    waiting = bridges_waiting(g, ["network:alpha"], down)
+    assert waiting["network:alpha"] == "cluster member m3 is Offline: No heartbeat for 21s (a bridge is made on " \
+                                       "every member)"
+    assert {"profile:alpha/default", "instance:alpha-web", "instance:alpha-db"} <= set(waiting)
+    assert not any(uid.endswith("beta") or "beta-" in uid for uid in waiting)
+    assert bridges_waiting(g, ["network:alpha"], {}) == {}
