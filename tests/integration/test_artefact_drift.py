@@ -56,10 +56,7 @@ def box(incus, registry, http_serve, tmp_path):
     try:
         yield ctx
     finally:
-        incus.purge_project(d)
-        nets = {n["name"] for n in json.loads(incus.incus("network", "list", "--format=json"))}
-        if f"net-{d}" in nets:
-            incus.incus("network", "delete", f"net-{d}")
+        incus.purge_project(d)  # with the domain's bridge and ACL
 
 
 def cli(ctx, *args: str, env: dict | None = None):

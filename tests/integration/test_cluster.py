@@ -72,6 +72,24 @@ class ClusterProject:
     def placement(self) -> dict[str, str]:
         return {m: p.locked.member for m, p in self.lock().cluster.placement.items()}
 
+    def built(self) -> dict[str, str]:
+        """Locked and built: machine -> its member."""
+        self.cli("lock")
+        self.cli("build")
+        return self.placement()
+
+    def describe_all(self, text: str) -> None:
+        """Every machine's description set to ``text``, then locked."""
+        for domain in self.doc["domains"].values():
+            for machine in domain["machines"].values():
+                machine["description"] = text
+        self.write()
+        self.cli("lock")
+
+    def descriptions(self) -> dict[str, str]:
+        return {inst["name"]: inst.get("description") for project in (self.pro, self.perso)
+                for inst in self.cluster.query(f"/1.0/instances?project={project}&recursion=1")}
+
     def locations(self) -> dict[str, str]:
         out = {}
         for project in self.doc["domains"]:
@@ -100,6 +118,10 @@ def project(cluster, tmp_path):
         if cluster.member_status(name) != "Online":
             cluster.restart_member(name)
     ctx.cleanup()
+
+
+def other_than(member: str) -> str:
+    return next(m for m in ("m1", "m2", "m3") if m != member)
 
 
 def counters(cluster):
@@ -148,11 +170,9 @@ def test_build_places_every_machine_on_its_member_and_a_noop_writes_nothing(proj
 
 
 def test_a_changed_target_moves_that_machine_only(project):
-    project.cli("lock")
-    project.cli("build")
-    before = project.placement()
+    before = project.built()
     mover = f"{project.pro}-b"
-    new = next(m for m in ("m1", "m2", "m3") if m != before[mover])
+    new = other_than(before[mover])
     project.doc["domains"][project.pro]["machines"][mover]["target"] = new
     project.write()
     project.cli("lock")
@@ -169,20 +189,14 @@ def test_a_changed_target_moves_that_machine_only(project):
 
 
 def test_a_member_down_blocks_its_units_and_the_next_build_converges(project):
-    project.cli("lock")
-    project.cli("build")
-    placed = project.placement()
+    placed = project.built()
     down = "m3"
     on_down = sorted(m for m, member in placed.items() if member == down)
     assert on_down  # the domain perso is placed there
-    for domain in project.doc["domains"].values():
-        for machine in domain["machines"].values():
-            machine["description"] = "after the outage"
     # and a new domain on m1: Incus makes its bridge on every member, so it waits for m3 too
     project.doc["domains"][project.later] = {"subnet_id": project.sid + 2, "ephemeral": True, "target": "m1",
                                              "machines": {f"{project.later}-a": {}}}
-    project.write()
-    project.cli("lock")
+    project.describe_all("after the outage")
 
     timeline = []
     t0 = time.monotonic()
@@ -196,10 +210,7 @@ def test_a_member_down_blocks_its_units_and_the_next_build_converges(project):
     result = project.cli("build", code=1)
     timeline.append(("build (member down)", time.monotonic() - t0))
     assert f"blocked: cluster member {down} is Offline" in result.output
-    described = {}
-    for project_name in (project.pro, project.perso):
-        for inst in project.cluster.query(f"/1.0/instances?project={project_name}&recursion=1"):
-            described[inst["name"]] = inst.get("description")
+    described = project.descriptions()
     for machine, member in placed.items():
         if member != down:
             assert described[machine] == "after the outage", machine
@@ -238,12 +249,10 @@ def test_exec_and_files_reach_instances_on_every_member(project):
 
 
 def test_a_hand_move_is_found_and_undone_and_a_protected_machine_moves_only_with_replace(project):
-    project.cli("lock")
-    project.cli("build")
-    placed = project.placement()
+    placed = project.built()
     # moved by hand to another member: verify --live finds it, build moves it back
     loose = f"{project.pro}-b"
-    elsewhere = next(m for m in ("m1", "m2", "m3") if m != placed[loose])
+    elsewhere = other_than(placed[loose])
     for step in (["stop", "--force", loose], ["move", loose, "--target", elsewhere], ["start", loose]):
         project.cluster.incus(*step, "--project", project.pro)
     said = project.cli("verify", "--live", "--json", code=1).output  # (stderr's lines first)
@@ -255,7 +264,7 @@ def test_a_hand_move_is_found_and_undone_and_a_protected_machine_moves_only_with
 
     # a protected machine (ephemeral: false) whose target changes: blocked, then moved with --replace
     kept = f"{project.pro}-c"
-    new = next(m for m in ("m1", "m2", "m3") if m != placed[kept])
+    new = other_than(placed[kept])
     project.doc["domains"][project.pro]["machines"][kept]["target"] = new
     project.write()
     project.cli("lock")
@@ -297,20 +306,12 @@ def test_a_role_runs_through_ansible_on_an_instance_of_another_member(cluster, t
 def test_a_build_right_after_a_member_stops_applies_the_rest(project):
     """No wait for the cluster to see the member offline: whether Incus already says Offline or
     the member just does not answer, its units wait and everything else applies."""
-    project.cli("lock")
-    project.cli("build")
-    placed = project.placement()
-    for domain in project.doc["domains"].values():
-        for machine in domain["machines"].values():
-            machine["description"] = "changed at once"
-    project.write()
-    project.cli("lock")
+    placed = project.built()
+    project.describe_all("changed at once")
     project.cluster.kill_member("m3")
     result = project.cli("build", code=1)
     assert "blocked: cluster member m3 is " in result.output
-    described = {inst["name"]: inst.get("description")
-                 for name in (project.pro, project.perso)
-                 for inst in project.cluster.query(f"/1.0/instances?project={name}&recursion=1")}
+    described = project.descriptions()
     assert {m: described[m] for m, member in placed.items() if member != "m3"} == \
         {m: "changed at once" for m, member in placed.items() if member != "m3"}
     project.cluster.wait_status("m3", "Offline", timeout=60)

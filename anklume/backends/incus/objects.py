@@ -12,11 +12,10 @@ half-way: they get their key in a last PATCH, after everything else succeeded.  
 from __future__ import annotations
 
 import threading
-from urllib.parse import unquote
 
 from anklume.backends.incus.client import IncusApiError, IncusClient, NotFound
 from anklume.backends.incus.instance import OWNED_PREFIXES, InstanceWriter, marks
-from anklume.backends.incus.live import ACL_MIRROR_KEY, BRIDGE_MIRROR_KEY
+from anklume.backends.incus.live import ACL_MIRROR_KEY, BRIDGE_MIRROR_KEY, read_members
 from anklume.errors import AnklumeError
 from anklume.units.plan import Change
 from anklume.units.unit import UNIT_KEY, LiveObject, Unit
@@ -73,11 +72,7 @@ class ObjectWriter:
         """The members of the cluster the server belongs to (none for a single server), read once."""
         with self._guard:
             if self._members is None:
-                try:
-                    listed = self.client.get("cluster/members") or []
-                except IncusApiError:  # "Server isn't part of a cluster"
-                    listed = []
-                self._members = sorted(unquote(url.rsplit("/", 1)[-1]) for url in listed)
+                self._members = sorted(m.name for m in read_members(self.client).values())
             return self._members
 
     def mirror_bridge_key(self, domain: str, key: str) -> None:
