@@ -15,7 +15,7 @@ from typing import Protocol, TypeVar
 from anklume.errors import OfflineMiss, ResolveError, SourceError
 from anklume.lock.codec import infra_hash, lock_problem
 from anklume.lock.gpu import Card, assign_gpus, check_vram, sharing_warnings
-from anklume.lock.placement import ClusterFacts, cluster_machines, declared_targets, kept_machines, place
+from anklume.lock.placement import ClusterFacts, FactsNeeded, cluster_machines, declared_targets, kept_machines, place
 from anklume.lock.show import member_summary
 from anklume.model.needs import (INSTANCE_TYPES, RELEASE_ARCH, effective_image, image_key, is_gpu_machine,
                                iter_machines, needs_ollama, needs_open_webui)
@@ -175,22 +175,32 @@ def lock_infra(infra: Infra, old: Lock | None, resolver: Resolver, update: Updat
     gpus: dict[str, GpuPin] = {}
     cluster: Cluster | None = None
     facts: ClusterFacts | None = None
+    offline: OfflineMiss | None = None  # the cluster could not be asked: place from the old lock if possible
     asked, pending = cluster_wanted(infra, old, update, detect_cluster=detect_cluster)
     if asked:
         try:
             facts = resolver.cluster()
         except OfflineMiss as exc:
-            raise OfflineMiss(f"{file}: placing {_names(pending)} in the cluster: {exc.message}", exc.hint) from None
+            if old.cluster is None:
+                raise OfflineMiss(f"{file}: placing {_names(pending)} in the cluster: {exc.message}",
+                                  exc.hint) from None
+            offline = exc
         targets = declared_targets(infra)
-        if facts is None and targets:
+        if facts is None and targets and offline is None:
             member, path = targets[0]
             raise ResolveError(f"{file}: {path}: names the cluster member {member!r} but the Incus server is not "
                                "part of a cluster",
                                "remove `target`, or point anklume at the cluster (global.sources.incus, "
                                "ANKLUME_INCUS or `anklume lock --incus`)")
-    if facts is not None or (not asked and old.cluster is not None):
-        placed = place(infra, old.cluster, old.gpus, facts, update, lambda member: resolver.gpu_inventory(member),
-                       models, file=file)
+    if facts is not None or (old.cluster is not None and (offline is not None or not asked)):
+        try:
+            placed = place(infra, old.cluster, old.gpus, facts, update,
+                           lambda member: resolver.gpu_inventory(member), models, file=file)
+        except FactsNeeded as need:
+            if offline is None:
+                raise
+            raise OfflineMiss(f"{file}: placing {_names(need.machines)} in the cluster: {offline.message}",
+                              offline.hint) from None
         cluster, gpus = placed.cluster, placed.gpus
     elif req.gpu_machines:  # a single Incus server: GPU pins without a member only
         single = {m: pin for m, pin in old.gpus.items() if pin.member is None}

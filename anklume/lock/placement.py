@@ -21,7 +21,9 @@ The rules, in the order they are applied:
    is not one of the cluster's, or whose architecture is not ``global.architecture``, is refused
    (a ResolveError naming the key path, the member and the cluster's members).  Reason:
    ``target of machine M`` / ``target of domain D``.  A member that is down may be named: the
-   machine is placed there (build reports it blocked until the member is back).
+   machine is placed there (build reports it blocked until the member is back).  This rule, and
+   rule 4 for a group whose member a target or a kept placement fixes, need no facts: without
+   the cluster (``--offline``) they place against the members the old lock lists.
 3. **GPU machines** (``anklume.model.needs.is_gpu_machine``), by name.  Each card of each
    ``Online`` member of ``global.architecture`` is a candidate when the machine's models fit its
    VRAM (the sum of their ``vram_bytes``, as ``lock/gpu.py:check_vram`` computes; unknown VRAM
@@ -50,6 +52,10 @@ The rules, in the order they are applied:
    (kept, explicit and GPU ones included, in that order).
 6. **No candidate**: a ResolveError that says why (no member online, or no room: the demand and
    each member's room).
+
+Members' facts: the lock records each member's architecture, hardware threads and memory as
+read.  A member that does not answer now keeps the threads and memory the old lock records for
+it (when its architecture is unchanged): a brief outage while locking does not change the lock.
 
 Determinism: the result depends on the facts, not on the order in which a source listed members
 or cards (both are sorted), nor on anything but the inputs above.  On a single Incus server there
@@ -105,12 +111,29 @@ class ClusterFacts:
     server_name: str
     members: Mapping[str, MemberFacts]
 
-    def recorded(self) -> dict[str, ClusterMember]:
-        """The lock's ``cluster.members``: what placement used (facts only of members that answered)."""
-        return {name: ClusterMember(architecture=f.architecture,
-                                    cpu_threads=f.cpu_threads if f.known else None,
-                                    memory_bytes=f.memory_bytes if f.known else None)
-                for name, f in sorted(self.members.items())}
+    def recorded(self, before: Mapping[str, ClusterMember] | None = None) -> dict[str, ClusterMember]:
+        """The lock's ``cluster.members``: each member's facts as read; a member that did not answer
+        keeps its entry in ``before`` (the old lock's) when that has the same architecture."""
+        out = {}
+        for name, f in sorted(self.members.items()):
+            old = (before or {}).get(name)
+            if f.known:
+                out[name] = ClusterMember(architecture=f.architecture, cpu_threads=f.cpu_threads,
+                                          memory_bytes=f.memory_bytes)
+            elif old is not None and old.architecture == f.architecture:
+                out[name] = old
+            else:
+                out[name] = ClusterMember(architecture=f.architecture)
+        return out
+
+
+class FactsNeeded(ResolveError):
+    """Placing ``machines`` needs the cluster's facts, which were not read (``--offline``)."""
+
+    def __init__(self, file: str, machines: list[str]):
+        self.machines = machines
+        super().__init__(f"{file}: placing {', '.join(machines)} needs the cluster's members, which were not read",
+                         "run `anklume lock` without --offline")
 
 
 @dataclass(frozen=True)
@@ -198,8 +221,9 @@ def place(infra: Infra, old: Cluster | None, old_gpus: Mapping[str, GpuPin], fac
           update: Wants, inventory: Callable[[str], Sequence[Card]], models: Mapping[str, ModelPin], *,
           file: str = "infra.yml") -> Placed:
     """The placement of every machine of ``infra`` (rules above).  ``facts`` None: the cluster was
-    not read (the old lock's members are kept as they are), which is only possible when rule 1
-    keeps every machine.  ``inventory(member)``: that member's GPU cards (asked at most once each)."""
+    not read (the old lock's members are kept as they are); :class:`FactsNeeded` when a machine
+    needs them (one rules 1, 2 and 4 do not place).  ``inventory(member)``: that member's GPU cards
+    (asked at most once each)."""
     if facts is None and old is None:
         raise ValueError("place() needs the cluster's facts or an old cluster")
     return _Placement(infra, old, old_gpus, facts, update, inventory, models, file).run()
@@ -239,9 +263,6 @@ class _Placement:
                 self._check_target(m, arch)
         kept = kept_machines(self.infra, self.old, self.old_gpus, self.update, self.members)
         pending = [m for m in machines if m.name not in kept]
-        if pending and self.facts is None:
-            raise ResolveError(f"{self.file}: placing {', '.join(m.name for m in pending)} needs the cluster's "
-                               "members, which were not read")
         if self.facts is not None:
             for m in machines:
                 self._demand(m)
@@ -249,6 +270,10 @@ class _Placement:
         self.group_of = {name: gid for gid, names in self.groups.items() for name in names}
         self.anchor: dict[int, str] = {}  # group -> its member
         self._fixed_members(machines, kept)
+        if self.facts is None:
+            needs = [m.name for m in pending if m.target is None and self.group_of.get(m.name) not in self.anchor]
+            if needs:
+                raise FactsNeeded(self.file, needs)
 
         assert self.old is not None or not kept
         for m in machines:  # 1. kept
@@ -276,7 +301,7 @@ class _Placement:
                     follow = self._spread(m)
                 self._put(m, self._placement(m, *follow))
         if self.facts is not None:
-            members = self.facts.recorded()
+            members = self.facts.recorded(self.old.members if self.old is not None else None)
         else:
             assert self.old is not None
             members = dict(self.old.members)
@@ -288,6 +313,8 @@ class _Placement:
     def _check_target(self, m: _Machine, arch: str) -> None:
         assert m.target is not None
         facts = self.members.get(m.target)
+        if facts is None and self.facts is None:  # maybe a member the old lock does not know yet
+            raise FactsNeeded(self.file, [m.name])
         if facts is None:
             raise ResolveError(f"{self.file}: {m.target_path}: {m.target!r} is not a member of the cluster "
                                f"(its members: {', '.join(self.members)})",

@@ -85,7 +85,7 @@ class LiveResolver:
         ``/1.0/resources?target=<member>`` for each ``Online`` one (a member that cannot answer is
         recorded with its architecture only).  None when the server is not clustered."""
         if self.offline:
-            raise OfflineMiss("the cluster's members are not in the lock and --offline forbids asking Incus",
+            raise OfflineMiss("its members' facts are needed and --offline forbids asking Incus",
                               "run `anklume lock` without --offline")
         from anklume.backends.incus.reader import MemberNotReady
 

@@ -44,7 +44,7 @@ class NoIncus(RecordedCluster):
 
 class Offline(RecordedCluster):
     def cluster(self):
-        raise OfflineMiss("the cluster's members are not in the lock and --offline forbids asking Incus",
+        raise OfflineMiss("its members' facts are needed and --offline forbids asking Incus",
                           "run `anklume lock` without --offline")
 
 
@@ -122,8 +122,49 @@ def test_offline_keeps_what_it_can_and_names_what_needs_the_cluster():
     assert encode_lock(lock_infra(infra(), old, Offline())) == encode_lock(old)
     with pytest.raises(OfflineMiss) as err:
         lock_infra(infra(INFRA + "      api: {}\n"), old, Offline())
-    assert err.value.message == ("infra.yml: placing api in the cluster: the cluster's members are not in the lock "
+    assert err.value.message == ("infra.yml: placing api in the cluster: its members' facts are needed "
                                  "and --offline forbids asking Incus")
+
+
+def test_offline_places_a_new_machine_whose_target_the_lock_lists():
+    old = lock_infra(infra(), None, RecordedCluster())
+    resolver = Offline()
+    new = lock_infra(infra(INFRA + "      api: {target: m3}\n"), old, resolver)
+    assert resolver.asked == []
+    assert new.cluster.members == old.cluster.members
+    assert {m: p for m, p in new.cluster.placement.items() if m != "api"} == old.cluster.placement
+    assert (new.cluster.placement["api"].locked.member, new.cluster.placement["api"].locked.reason) == \
+        ("m3", "target of machine api")
+    # the same placement as online, byte for byte
+    assert encode_lock(new) == encode_lock(lock_infra(infra(INFRA + "      api: {target: m3}\n"), old,
+                                                      RecordedCluster()))
+    # a member the lock does not list may be new: that needs the cluster
+    with pytest.raises(OfflineMiss) as err:
+        lock_infra(infra(INFRA + "      api: {target: m4}\n"), old, Offline())
+    assert err.value.message.startswith("infra.yml: placing api in the cluster: its members' facts are needed")
+
+
+def test_offline_places_a_machine_that_follows_its_volume_to_a_fixed_member():
+    text = INFRA.replace("web: {target: m2}", "web: {target: m2, storage_volumes: {data: {path: /srv}}}")
+    old = lock_infra(infra(text), None, RecordedCluster())
+    follower = text + "      api: {storage_volumes: {data: {path: /srv}}}\n"
+    new = lock_infra(infra(follower), old, Offline())
+    assert (new.cluster.placement["api"].locked.member, new.cluster.placement["api"].locked.reason) == \
+        ("m2", "shares volume data with web")
+
+
+def test_a_member_down_while_locking_keeps_the_facts_the_lock_records():
+    old = lock_infra(infra(), None, RecordedCluster())
+    resolver = RecordedCluster(offline=["m3"])
+    new = lock_infra(infra(INFRA + "      api: {}\n"), old, resolver)
+    assert resolver.asked == ["cluster"]
+    assert new.cluster.members == old.cluster.members  # no churn from the outage
+    assert new.cluster.placement["api"].locked.member != "m3"  # a member down takes no new machine
+    assert describe_changes(old, new) == [
+        "+ placement api: m1 (spread: least loaded (2 of 2 threads, 0.0 of 24.0 GiB declared))"]
+    # a member the old lock does not know is recorded as read (architecture only)
+    fresh = lock_infra(infra(), None, RecordedCluster(offline=["m3"]))
+    assert fresh.cluster.members["m3"].cpu_threads is None
 
 
 def test_targets_on_a_server_that_is_not_a_cluster():

@@ -100,7 +100,7 @@ def test_offline_names_the_machine_to_place(targeted, cluster):
                                                                     "      gw-perso:\n"))
     result = targeted("lock", "--offline")
     assert result.exit_code == 1
-    assert "infra.yml: placing gw-new in the cluster: the cluster's members are not in the lock" in result.output
+    assert "infra.yml: placing gw-new in the cluster: its members' facts are needed" in result.output
     assert targeted.lock_bytes == data
 
 

@@ -68,11 +68,23 @@ def test_one_machine_placed_differently_on_both_sides_is_a_conflict(base):
     assert merged.conflicts[0].names == ("z",)
     kept = merge_locks(infra("      z: {}\n"), ours, theirs, base, keep_theirs=frozenset({"z"}))
     assert kept.conflicts == [] and kept.lock.cluster.placement["z"] == theirs.cluster.placement["z"]
-    # members: m3 read online on our side wins over their reading of it down
-    assert kept.lock.cluster.members["m3"] == ours.cluster.members["m3"]
-    assert any(p.group == "members" and p.source == "ours (read online on that side)" for p in kept.picks)
+    # members: m3, down on their side, kept the facts the base lock records: nothing to merge
+    assert theirs.cluster.members == ours.cluster.members == base.cluster.members
+    assert not any(p.group == "members" for p in kept.picks)
     again = merge_locks(infra("      z: {}\n"), ours, theirs, base, update=Update(names=frozenset({"z"})))
     assert again.conflicts == [] and "placement z" in again.unresolved
+
+
+def test_a_member_read_online_on_one_side_only_wins():
+    down = recorded_facts(offline=["m3"])
+    base = lock_infra(infra(), None, RecordedCluster(facts=down))  # locked while m3 was down
+    assert base.cluster.members["m3"].cpu_threads is None
+    ours = lock_infra(infra("      z: {}\n"), base, RecordedCluster())  # m3 back: its facts recorded
+    theirs = lock_infra(infra("      y: {}\n"), base, RecordedCluster(facts=down))
+    assert theirs.cluster.members["m3"] == base.cluster.members["m3"]
+    merged = merge_locks(infra("      y: {}\n      z: {}\n"), ours, theirs, base)
+    assert merged.lock.cluster.members["m3"] == ours.cluster.members["m3"]
+    assert any(p.group == "members" and p.source == "ours (read online on that side)" for p in merged.picks)
 
 
 def test_member_facts_changed_on_one_side_only_are_taken(base):
