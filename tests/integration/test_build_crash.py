@@ -188,3 +188,31 @@ def test_a_create_still_running_inside_incus_is_taken_over(env):
     assert inst["status"] == "Running" and inst["config"]["user.anklume.key"]
     assert env.verify(infra, lock)[0] == 0, env.out.getvalue()
     assert env.build(infra, lock, plan_only=True) == 0
+
+
+def test_an_operation_still_running_on_an_instance_is_waited_for_before_it_is_updated(env):
+    """kill -9 does not stop what Incus is doing to an instance (a start, a stop): until it ends,
+    Incus refuses any other write to it ("Instance is busy running a "start" operation", seen when
+    a build followed a killed `--replace`).  The next build's update in place waits for it.  A
+    clean stop the container does not answer holds the operation for its whole timeout, which makes
+    the overlap certain."""
+    doc = env.doc()
+    d1 = env.dom(1)
+    app = f"{d1}-app"
+    infra, lock = env.infra_lock(doc)
+    assert env.build(infra, lock) == 0, env.out.getvalue()
+    doc["domains"][d1]["machines"][app]["description"] = "changed while a stop ran"
+    infra, lock = env.infra_lock(doc)
+    client = IncusBackend(env.incus.socket).client.pylxd()
+    started = time.monotonic()
+    answer = client.api.instances[app].state.put(params={"project": d1}, json={"action": "stop", "timeout": 3})
+    assert answer.json()["type"] == "async"
+    running = [op for op in client.api.operations.get(params={"project": d1, "recursion": "1"}).json()["metadata"]
+               .get("running") or [] if f"/1.0/instances/{app}" in str(op.get("resources"))]
+    assert running, "the stop ended before the build: nothing overlapped"
+    assert env.build(infra, lock) == 0, env.out.getvalue()
+    assert time.monotonic() - started >= 2.5  # it waited for the stop
+    inst = env.instance(app, d1)
+    assert inst["status"] == "Running" and inst["description"] == "changed while a stop ran"
+    assert env.verify(infra, lock)[0] == 0, env.out.getvalue()
+    assert env.build(infra, lock, plan_only=True) == 0

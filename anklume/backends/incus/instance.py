@@ -9,6 +9,8 @@ The states it handles:
 - a create that a killed build started still runs inside Incus (the POST answers "busy" or
   "already exists"): wait for its operations to end, take the instance over when it came from
   the pinned image, else delete it and create it again;
+- an existing instance is written only once the operations a killed build left running on it
+  (a start, a stop) have ended: Incus refuses any write meanwhile;
 - key differs, identity equal: PUT of the whole spec (Incus's ``volatile.*``/``image.*`` keys and
   the records of the units inside it kept), started if it is not running, key last;
 - identity differs (image, type), planned as a plain replace: the new image is checked first,
@@ -70,6 +72,16 @@ class InstanceWriter:
 
     def apply(self, change: Change, unit: Unit, obj: LiveObject | None) -> None:
         project = {"project": unit.project}
+        if obj is not None and not (change.action == "replace" and change.rebuild):  # (rebuild: its own)
+            # a killed build's operation on it (a create, start, stop, delete) may still run inside
+            # Incus, which refuses any other write meanwhile ("Instance is busy running a "start"
+            # operation"): it ends first, and the instance is read again if it did anything
+            if self.settle(obj) or (change.action == "replace" and not obj.key):
+                try:
+                    obj = parse_instance(self.client.get(f"instances/{obj.object}", project=obj.project),
+                                         obj.project)
+                except NotFound:  # a delete the interrupted build had started went through
+                    obj = None
         if change.start_only and obj is not None:
             self.set_state(unit.object, unit.project, "start")
             return
@@ -78,20 +90,11 @@ class InstanceWriter:
                 rebuilt_status = self.rebuild(unit, obj)
             else:
                 self.ensure_image(unit)  # the new image first: nothing is deleted for a create that fails
-                gone = False
-                if not obj.key:  # an interrupted build's operations on it (create, delete) end first
-                    self.settle(obj)
-                    try:
-                        fresh = self.client.get(f"instances/{obj.object}", project=obj.project)
-                        obj = parse_instance(fresh, obj.project)
-                    except NotFound:  # a delete the interrupted build had started went through
-                        gone = True
-                if not gone:
-                    if obj.protected:  # the plan rebuilds protected instances; never deleted here
-                        raise AnklumeError(f"instance {obj.object} is protected: anklume does not delete it",
-                                           "build --replace rebuilds it (its old root filesystem kept as an image)")
-                    self.stop(obj)
-                    self.client.request("delete", f"instances/{obj.object}", params={"project": obj.project})
+                if obj.protected:  # the plan rebuilds protected instances; never deleted here
+                    raise AnklumeError(f"instance {obj.object} is protected: anklume does not delete it",
+                                       "build --replace rebuilds it (its old root filesystem kept as an image)")
+                self.stop(obj)
+                self.client.request("delete", f"instances/{obj.object}", params={"project": obj.project})
                 obj = None
         if obj is None:
             self.ensure_image(unit)
@@ -182,19 +185,23 @@ class InstanceWriter:
         self.client.request("delete", f"instances/{unit.object}", params={"project": unit.project})
         return None
 
-    def settle(self, obj: LiveObject, *, image_ops: bool = False) -> None:
+    def settle(self, obj: LiveObject, *, image_ops: bool = False) -> bool:
         """Wait for the operations still running on an instance (a killed build's create goes on);
-        with ``image_ops``, also for the project's image operations (a publish names no instance)."""
+        with ``image_ops``, also for the project's image operations (a publish names no instance).
+        True when there was one to wait for."""
         ops = self.client.get("operations", recursion="1", project=obj.project) or {}
         url = f"/1.0/instances/{obj.object}"
+        waited = False
         for op in ops.get("running") or []:
             touched = [u for urls in (op.get("resources") or {}).values() for u in urls or []]
             if (any(u == url or u.startswith((url + "?", url + "/")) for u in touched)
                     or (image_ops and not touched)):
+                waited = True
                 try:
                     self.client.get(f"operations/{op['id']}/wait", timeout=str(OPERATION_TIMEOUT))
                 except IncusApiError:
                     pass
+        return waited
 
     def put_instance(self, unit: Unit, obj: LiveObject, *, keep_records: bool = True) -> None:
         # the records of what was placed inside it stay with an instance updated in place, and go
