@@ -318,3 +318,69 @@ def test_a_build_right_after_a_member_stops_applies_the_rest(project):
     project.cluster.restart_member("m3")
     project.cli("build")
     project.cli("verify", "--live")
+
+
+def test_lock_build_and_verify_over_https_through_another_member(project, tmp_path):
+    """The way a user reaches a cluster from another machine: `incus remote add lab
+    https://<member> --accept-certificate` (the CLI keeps the cluster's certificate, which names the
+    host, 127.0.0.1 and ::1, not the member's address), then ANKLUME_INCUS=<that URL>.  anklume runs
+    inside m1's namespace and talks https to m2 at 192.0.2.2, which forwards to m1 and m3.  The lock
+    has the same bytes as over the unix socket; exec and files reach an instance on m3."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.support.procs import find_binary
+
+    cluster = project.cluster
+    conf = tmp_path / "incus-cli"
+    conf.mkdir()
+    url = f"https://{cluster.member('m2').address}"
+    env = {**os.environ, "INCUS_CONF": str(conf), **project.env, "ANKLUME_INCUS": url}
+    env.pop("INCUS_DIR", None)
+    ip, incus = find_binary("ip"), find_binary("incus")
+    anklume = str(Path(sys.executable).parent / "anklume")
+
+    def inside(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([ip, "netns", "exec", cluster.member("m1").netns, *argv], env=env,
+                              capture_output=True, text=True, timeout=300, check=False)
+
+    made = subprocess.run([incus, "remote", "generate-certificate"], env=env, capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    cluster.incus("config", "trust", "add-certificate", str(conf / "client.crt"), "--name", "anklume-https-test")
+    try:
+        added = inside(incus, "remote", "add", "lab", url, "--accept-certificate")
+        assert added.returncode == 0, added.stderr
+        assert (conf / "servercerts" / "lab.crt").exists()
+        infra = str(project.root / "infra.yml")
+        for argv in (["lock"], ["build"], ["verify", "--live"]):
+            done = inside(anklume, *argv, "-f", infra)
+            assert done.returncode == 0, f"{argv}: {done.stdout}\n{done.stderr}"
+        again = inside(anklume, "build", "-f", infra)
+        assert again.returncode == 0 and "nothing to do" in again.stdout, again.stdout
+        placed = project.placement()
+        assert project.locations() == placed and set(placed.values()) == {"m1", "m2", "m3"}
+
+        # exec and files through m2's https address, into an instance on m3
+        on_m3 = next(m for m, member in placed.items() if member == "m3")
+        domain = project.machines()[on_m3]
+        probe = ("from anklume.backends.incus.client import IncusClient\n"
+                 "from anklume.backends.incus.files import InstanceIO\n"
+                 "import sys\n"
+                 "io = InstanceIO(IncusClient(sys.argv[1]), sys.argv[2], sys.argv[3])\n"
+                 "io.push('/tmp/over-https', b'pushed over https')\n"
+                 "sys.stdout.write(io.exec(['cat', '/tmp/over-https']).stdout.decode())\n")
+        done = inside(sys.executable, "-c", probe, url, domain, on_m3)
+        assert done.returncode == 0 and done.stdout == "pushed over https", done.stderr
+
+        # the same lock over the unix socket
+        over_https = (project.root / "anklume.lock").read_bytes()
+        (project.root / "anklume.lock").unlink()
+        project.cli("lock")
+        assert (project.root / "anklume.lock").read_bytes() == over_https
+    finally:
+        inside(incus, "remote", "remove", "lab")
+        trusted = json.loads(cluster.incus("config", "trust", "list", "--format=json"))
+        for cert in trusted:
+            if cert.get("name") == "anklume-https-test":
+                cluster.incus("config", "trust", "remove", cert["fingerprint"])
