@@ -55,6 +55,7 @@ from . import images
 from .incusd import INCUSD_CANDIDATES, _destroy_netns, _remove_lxc_locks, _unmount_under, sweep_stale
 from .procs import (
     StartedOnEnter,
+    each_process,
     SETUP_HINT,
     SetupError,
     find_binary,
@@ -100,19 +101,9 @@ def _lock_dir(tmp: Path) -> Path:
 
 def _processes_mentioning(text: str) -> list[tuple[int, str]]:
     """(pid, command line) of every process whose command line contains text."""
-    found = []
     needle = text.encode()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read()
-        except OSError:
-            continue
-        if needle in cmdline and pid_alive(int(entry)):
-            found.append((int(entry), cmdline.replace(b"\0", b" ").decode(errors="replace")))
-    return found
+    return [(pid, cmdline.replace(b"\0", b" ").decode(errors="replace")) for pid, cmdline in each_process("cmdline")
+            if pid != os.getpid() and needle in cmdline and pid_alive(pid)]
 
 
 def _netns_names() -> list[str]:

@@ -8,7 +8,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 
 class SetupError(RuntimeError):
@@ -86,20 +86,26 @@ def pid_alive(pid: int) -> bool:
     return state not in (b"Z", b"X")
 
 
-def children_map() -> dict[int, list[int]]:
-    """ppid -> [pid] for every process visible now."""
-    out: dict[int, list[int]] = {}
+def each_process(name: str) -> Iterator[tuple[int, bytes]]:
+    """(pid, the bytes of /proc/<pid>/<name>) for every process visible now (those gone while
+    read are left out)."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
+            with open(f"/proc/{entry}/{name}", "rb") as f:
+                data = f.read()
         except OSError:
             continue
+        yield int(entry), data
+
+
+def children_map() -> dict[int, list[int]]:
+    """ppid -> [pid] for every process visible now."""
+    out: dict[int, list[int]] = {}
+    for pid, stat in each_process("stat"):
         rest = stat[stat.rindex(b")") + 2 :].split()
-        ppid = int(rest[1])
-        out.setdefault(ppid, []).append(int(entry))
+        out.setdefault(int(rest[1]), []).append(pid)
     return out
 
 
